@@ -1,0 +1,38 @@
+"""What a target is: an options model, pure template variables, its own checks, and a submit step."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ftc.spec.fields import Section
+
+if TYPE_CHECKING:
+    from ftc.compiler.plan import Plan
+    from ftc.spec.rules import Finding
+
+
+class Backend(ABC):
+    """A compile target. Its templates are every `*.j2` file in `ftc/templates/<name>/`.
+
+    Subclasses set `name`, `Options` (the `targets.<name>` section of the spec) and `summary`,
+    and implement `variables`; `check` adds target-specific lint findings and `submit` runs or
+    hands over a compiled build (compiling itself never submits).
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    Options: ClassVar[type[Section]]
+
+    @abstractmethod
+    def variables(self, plan: Plan) -> dict[str, Any]:
+        """The template variables for this plan; pure, no I/O."""
+
+    def check(self, plan: Plan) -> list[Finding]:
+        """Target-specific findings (errors stop the compile)."""
+        return []
+
+    def submit(self, build_dir: Path, args: list[str]) -> int:
+        """Run or hand over the build in `build_dir`; returns a process exit code."""
+        raise NotImplementedError(f"target {self.name} has no submit step yet")

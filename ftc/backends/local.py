@@ -1,0 +1,62 @@
+"""The local target: a bash script that runs the runtime on this machine, with torchrun for many processes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ftc.backends.base import Backend
+from ftc.compiler.plan import Plan
+from ftc.spec.fields import Section, param
+from ftc.spec.rules import Finding
+
+
+class LocalOptions(Section):
+    """Settings of the local target (run.sh)."""
+
+    python: str = param(
+        "python3",
+        "Python interpreter with ftc[train] installed; the FTC_PYTHON environment variable overrides it.",
+        min_length=1,
+    )
+
+
+class LocalBackend(Backend):
+    name = "local"
+    summary = "run.sh: the runtime on this machine (python, or torchrun --standalone for several processes)"
+    Options = LocalOptions
+
+    def variables(self, plan: Plan) -> dict[str, Any]:
+        options: LocalOptions = plan.options  # type: ignore[assignment]
+        nproc = plan.spec.resources.processes_per_node
+        launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", str(nproc)]
+        return {
+            "generated_by": plan.generated_by,
+            "name": plan.name,
+            "python": options.python,
+            "launcher": launcher,
+            "runtime_args": plan.runtime_args()[:-1],
+            "config_name": plan.runtime_args()[-1],
+            "nproc": nproc,
+            "env_vars": sorted(plan.spec.env.vars.items()),
+            "secrets": plan.spec.env.secrets,
+            "config": plan.config,
+        }
+
+    def check(self, plan: Plan) -> list[Finding]:
+        if plan.spec.resources.nodes > 1:
+            return [
+                Finding.error(
+                    "FTC201",
+                    ("resources", "nodes"),
+                    f"the local target runs on one node, not {plan.spec.resources.nodes}; use slurm or ray",
+                )
+            ]
+        return []
+
+    def submit(self, build_dir, args):  # type: ignore[no-untyped-def]
+        import subprocess
+
+        return subprocess.call(["bash", str(build_dir / "run.sh"), *args])
+
+
+BACKEND = LocalBackend

@@ -1,0 +1,159 @@
+"""Building blocks of the spec: the `param` field factory, flag and path types, the section base class.
+
+Every parameter carries, besides its pydantic definition, the metadata that docs, the Azure ML
+target and the resolver need (aliases, task-dependent defaults, the Azure ML type and group).
+It lives in the JSON Schema under the `x-ftc` key, so the exported schema is the single source.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+
+TASKS = ("text_classification", "question_answering", "translation", "summarization", "causal_lm")
+
+# Groups of the Azure ML component docs (seeds 001/002), in their order; ftc-only groups follow.
+DOC_GROUPS = (
+    "Lora parameters",
+    "Training parameters",
+    "Early Stopping Parameters",
+    "Deepspeed Parameters",
+    "ONNX Runtime Parameters",
+    "MLFlow Parameters",
+    "Data and Model inputs",
+)
+
+X_FTC = "x-ftc"
+
+
+def _parse_flag(value: Any) -> Any:
+    """Accept YAML booleans and the Azure ML string booleans "true"/"false" (any case)."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, bool):
+        return value
+    raise ValueError("expected true or false")
+
+
+Flag = Annotated[
+    bool,
+    BeforeValidator(_parse_flag),
+    WithJsonSchema({"anyOf": [{"type": "boolean"}, {"enum": ["true", "false"]}]}),
+]
+
+
+def as_text(value: Any) -> Any:
+    """YAML reads `precision: 16` as an int; enums of digit strings accept either form."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def param(
+    default: Any = ...,
+    description: str = "",
+    *,
+    name: str | None = None,
+    aliases: tuple[str, ...] = (),
+    task_defaults: dict[str, Any] | None = None,
+    task_enum: dict[str, list[str]] | None = None,
+    tasks: tuple[str, ...] | None = None,
+    group: str | None = None,
+    aml_type: str | None = None,
+    aml_optional: bool = True,
+    default_factory: Any = None,
+    **constraints: Any,
+) -> Any:
+    """A spec parameter.
+
+    `name` is needed only when aliases are given (pydantic does not pass the field name to
+    `AliasChoices`). `task_defaults` override `default` for the listed tasks; `task_enum`
+    narrows the enum per task (docs and rules); `tasks` limits where docs show the parameter.
+    """
+    meta: dict[str, Any] = {}
+    if aliases:
+        meta["aliases"] = list(aliases)
+    if task_defaults:
+        meta["task_defaults"] = task_defaults
+    if task_enum:
+        meta["task_enum"] = task_enum
+    if tasks:
+        meta["tasks"] = list(tasks)
+    if group:
+        meta["group"] = group
+    if aml_type:
+        meta["aml_type"] = aml_type
+    if not aml_optional:
+        meta["aml_optional"] = False
+    extra: dict[str, Any] = {X_FTC: meta} if meta else {}
+    alias = None
+    if aliases:
+        if name is None:
+            raise TypeError("param() with aliases needs name=")
+        alias = AliasChoices(name, *aliases)
+    if default_factory is not None:
+        return Field(
+            default_factory=default_factory,
+            description=description,
+            validation_alias=alias,
+            json_schema_extra=extra or None,
+            **constraints,
+        )
+    return Field(
+        default,
+        description=description,
+        validation_alias=alias,
+        json_schema_extra=extra or None,
+        **constraints,
+    )
+
+
+def meta_of(field: FieldInfo) -> dict[str, Any]:
+    """The `x-ftc` metadata of a field (empty when it has none)."""
+    extra = field.json_schema_extra
+    if isinstance(extra, dict):
+        return dict(extra.get(X_FTC, {}))  # type: ignore[arg-type]
+    return {}
+
+
+def names_of(field_name: str, field: FieldInfo) -> tuple[str, ...]:
+    """The primary name of a field followed by its accepted aliases."""
+    return (field_name, *meta_of(field).get("aliases", ()))
+
+
+class Section(BaseModel):
+    """A spec section: unknown keys are errors, and a key given twice (name + alias) too."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_per_parameter(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for field_name, field in cls.model_fields.items():
+                given = [n for n in names_of(field_name, field) if n in data]
+                if len(given) > 1:
+                    raise ValueError(
+                        f"{' and '.join(given)} name the same parameter ({field_name}): keep one"
+                    )
+        return data
+
+
+__all__ = [
+    "DOC_GROUPS",
+    "Flag",
+    "Section",
+    "TASKS",
+    "as_text",
+    "meta_of",
+    "names_of",
+    "param",
+]

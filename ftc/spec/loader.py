@@ -1,0 +1,153 @@
+"""Reads a spec file into plain data plus the line and column of every key.
+
+The YAML is composed into nodes with PyYAML's safe loader and converted here, so that hostile
+documents are refused early and cheaply: alias expansion and nesting are bounded, object tags
+and duplicate keys are errors, and the file size is capped before parsing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ftc.errors import Location, UnreadableSpec
+
+MAX_BYTES = 1 << 20
+MAX_NODES = 100_000
+MAX_DEPTH = 40
+
+Path_ = tuple[str | int, ...]
+
+_CORE_TAGS = {
+    "tag:yaml.org,2002:" + t for t in ("null", "bool", "int", "float", "str", "map", "seq", "timestamp", "merge")
+}
+
+
+@dataclass
+class SourceDoc:
+    """A parsed spec: its data, where each key stands, and the digest of its bytes."""
+
+    data: dict[str, Any]
+    file: str
+    sha256: str
+    positions: dict[Path_, Location] = field(default_factory=dict)
+    base_dir: Path = Path(".")
+
+    def locate(self, path: Path_) -> Location:
+        """The location of the deepest key on `path` that the document has."""
+        for end in range(len(path), 0, -1):
+            found = self.positions.get(tuple(path[:end]))
+            if found is not None:
+                return found
+        return Location(self.file, 1, 1)
+
+
+def load_spec_file(path: str | Path) -> SourceDoc:
+    """Read and parse the spec at `path`; `UnreadableSpec` says why when it cannot."""
+    path = Path(path)
+    label = str(path)
+    try:
+        if path.is_dir():
+            raise UnreadableSpec(Location(label), "is a folder, not a spec file")
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise UnreadableSpec(Location(label), f"is {size} bytes; a spec may be at most {MAX_BYTES} bytes")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UnreadableSpec(Location(label), f"cannot be read: {exc.strerror or exc}") from None
+    doc = parse_spec_text(raw, label)
+    doc.base_dir = path.resolve().parent
+    return doc
+
+
+def parse_spec_text(raw: bytes, label: str) -> SourceDoc:
+    """Parse spec bytes; `label` names the source in errors."""
+    if len(raw) > MAX_BYTES:
+        raise UnreadableSpec(Location(label), f"is {len(raw)} bytes; a spec may be at most {MAX_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise UnreadableSpec(Location(label, line, col), "is not UTF-8 text") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = Location(label, mark.line + 1, mark.column + 1) if mark else Location(label)
+        reason = " ".join(filter(None, [exc.context, exc.problem]))
+        raise UnreadableSpec(where, f"is not valid YAML: {reason}") from None
+    except yaml.YAMLError as exc:
+        raise UnreadableSpec(Location(label), f"is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise UnreadableSpec(Location(label), f"nests deeper than {MAX_DEPTH} levels") from None
+    finally:
+        loader.dispose()
+    if root is None:
+        raise UnreadableSpec(Location(label), "is empty; a spec is a mapping with at least task, model and data")
+    if not isinstance(root, yaml.MappingNode):
+        raise UnreadableSpec(_where(label, root), "must be a mapping of keys to values (task: ..., model: ..., data: ...)")
+    sha = hashlib.sha256(raw).hexdigest()
+    converter = _Converter(label, loader)
+    data = converter.convert(root, (), 0)
+    return SourceDoc(data=data, file=label, sha256=sha, positions=converter.positions)
+
+
+def _where(label: str, node: yaml.Node) -> Location:
+    return Location(label, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Converter:
+    """Turns composed nodes into Python values, bounded in size and depth."""
+
+    def __init__(self, label: str, loader: yaml.SafeLoader) -> None:
+        self.label = label
+        self.loader = loader
+        self.nodes = 0
+        self.positions: dict[Path_, Location] = {}
+
+    def convert(self, node: yaml.Node, path: Path_, depth: int) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise UnreadableSpec(
+                _where(self.label, node),
+                f"expands to more than {MAX_NODES} values (aliases that multiply, a 'YAML bomb'?); refused",
+            )
+        if depth > MAX_DEPTH:
+            raise UnreadableSpec(_where(self.label, node), f"nests deeper than {MAX_DEPTH} levels")
+        if node.tag not in _CORE_TAGS:
+            raise UnreadableSpec(_where(self.label, node), f"uses the tag {node.tag!r}; specs allow plain YAML values only")
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path, depth)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        if node.tag.endswith(":timestamp"):
+            return node.value
+        return self.loader.construct_object(node)
+
+    def _mapping(self, node: yaml.MappingNode, path: Path_, depth: int) -> dict[str, Any]:
+        try:
+            self.loader.flatten_mapping(node)
+        except yaml.MarkedYAMLError as exc:
+            raise UnreadableSpec(_where(self.label, node), f"has a bad merge key: {exc.problem}") from None
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith((":map", ":seq")):
+                raise UnreadableSpec(_where(self.label, key_node), "keys must be plain names")
+            key = str(self.convert(key_node, path, depth + 1))
+            where = _where(self.label, key_node)
+            if key in out:
+                first = self.positions[(*path, key)]
+                raise UnreadableSpec(where, f"key {_dotted((*path, key))!r} is given twice (first at line {first.line})")
+            self.positions[(*path, key)] = where
+            out[key] = self.convert(value_node, (*path, key), depth + 1)
+        return out
+
+
+def _dotted(path: Path_) -> str:
+    return ".".join(str(p) for p in path)

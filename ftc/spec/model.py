@@ -1,0 +1,105 @@
+"""The root of a finetune spec, assembled from the sections and the registered backends' options."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, create_model, model_validator
+
+from ftc.spec import sections as s
+from ftc.spec.fields import TASKS, Section, param
+
+Task = Literal[TASKS]  # type: ignore[valid-type]
+
+# Whole sections accepted under the names other systems give them.
+SECTION_ALIASES = {"lora_config": "lora", "fsdp_config": "fsdp"}
+# A section given as a scalar stands for its main parameter: `model: ./my-model`, `precision: 16`.
+SCALAR_SHORTHANDS = {"model": "model_selector_output", "precision": "precision"}
+
+
+class SpecBase(Section):
+    """Fields and normalisation shared by every spec, whatever backends are installed."""
+
+    version: Literal[1] = param(1, "Version of the spec format.")
+    task: Task = param(description="The finetuning task.")  # type: ignore[valid-type]
+    name: str | None = param(
+        None,
+        "Name of the job and its artifacts; default: <task>_finetune.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$",
+    )
+    description: str | None = param(None, "A sentence saying what this finetune is for.")
+    model: s.ModelSection
+    data: s.DataSection
+    lora: s.LoraSection = Field(default_factory=s.LoraSection, description=s.LoraSection.__doc__)
+    training: s.TrainingSection = Field(default_factory=s.TrainingSection, description=s.TrainingSection.__doc__)
+    optimizer: s.OptimizerSection = Field(default_factory=s.OptimizerSection, description=s.OptimizerSection.__doc__)
+    evaluation: s.EvaluationSection = Field(
+        default_factory=s.EvaluationSection, description=s.EvaluationSection.__doc__
+    )
+    early_stopping: s.EarlyStoppingSection = Field(
+        default_factory=s.EarlyStoppingSection, description=s.EarlyStoppingSection.__doc__
+    )
+    checkpointing: s.CheckpointingSection = Field(
+        default_factory=s.CheckpointingSection, description=s.CheckpointingSection.__doc__
+    )
+    deepspeed: s.DeepSpeedSection = Field(default_factory=s.DeepSpeedSection, description=s.DeepSpeedSection.__doc__)
+    fsdp: s.FsdpSection = Field(default_factory=s.FsdpSection, description=s.FsdpSection.__doc__)
+    ort: s.OrtSection = Field(default_factory=s.OrtSection, description=s.OrtSection.__doc__)
+    precision: s.PrecisionSection = Field(default_factory=s.PrecisionSection, description=s.PrecisionSection.__doc__)
+    tracking: s.TrackingSection = Field(default_factory=s.TrackingSection, description=s.TrackingSection.__doc__)
+    resources: s.ResourcesSection = Field(default_factory=s.ResourcesSection, description=s.ResourcesSection.__doc__)
+    env: s.EnvSection = Field(default_factory=s.EnvSection, description=s.EnvSection.__doc__)
+    lint: s.LintSection = Field(default_factory=s.LintSection, description=s.LintSection.__doc__)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for alias, section in SECTION_ALIASES.items():
+            if alias in data:
+                if section in data:
+                    raise ValueError(f"{alias} and {section} name the same section: keep one")
+                data[section] = data.pop(alias)
+                if alias == "lora_config" and isinstance(data[section], dict):
+                    # Anyscale: a lora_config block means LoRA is on.
+                    data[section] = {"apply_lora": True, **data[section]}
+        for section, key in SCALAR_SHORTHANDS.items():
+            value = data.get(section)
+            if value is not None and not isinstance(value, (dict, list)):
+                data[section] = {key: value}
+        return data
+
+
+def _targets_model() -> type[BaseModel]:
+    from ftc.backends.registry import backends
+
+    fields: dict[str, Any] = {
+        name: (backend.Options, Field(default_factory=backend.Options, description=backend.Options.__doc__))
+        for name, backend in backends().items()
+    }
+    return create_model("Targets", __base__=Section, __doc__="Per-target settings.", **fields)
+
+
+@functools.cache
+def spec_model() -> type[SpecBase]:
+    """The spec model with a `targets.<name>` section for every registered backend."""
+    targets = _targets_model()
+    return create_model(
+        "FinetuneSpec",
+        __base__=SpecBase,
+        __doc__="A finetune spec: one file, every target.",
+        targets=(targets, Field(default_factory=targets, description="Per-target settings.")),
+    )
+
+
+def section_models() -> dict[str, type[BaseModel]]:
+    """Section name -> model, for every section of the spec (targets included)."""
+    out: dict[str, type[BaseModel]] = {}
+    for name, field in spec_model().model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out[name] = ann
+    return out

@@ -1,0 +1,74 @@
+"""`--set dotted.key=value` overrides, typed by the schema like values in the file."""
+
+from __future__ import annotations
+
+import yaml
+
+from ftc.errors import Location, Problem, SpecError
+from ftc.spec.keys import accepted_names, model_at, split_override_key, suggest
+from ftc.spec.loader import SourceDoc
+from ftc.spec.model import SECTION_ALIASES
+
+
+def apply_overrides(doc: SourceDoc, overrides: list[str]) -> None:
+    """Set each `key=value` into `doc` (value parsed as YAML); `SpecError` for unknown keys or bad syntax."""
+    problems = []
+    for item in overrides:
+        where = Location(f"--set {item}")
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            problems.append(Problem(where, key, "expected KEY=VALUE, e.g. --set training.num_train_epochs=3"))
+            continue
+        path = split_override_key(key.strip())
+        unknown = _first_unknown(path)
+        if unknown is not None:
+            hint = suggest(path[: unknown + 1])
+            problems.append(Problem(where, ".".join(path[: unknown + 1]), "unknown key" + (f"; {hint}" if hint else "")))
+            continue
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        _set(doc, path, value, where)
+    if problems:
+        raise SpecError(problems)
+
+
+def _first_unknown(path: tuple[str, ...]) -> int | None:
+    for i in range(len(path)):
+        model = model_at(path[:i])
+        if model is None:  # inside a free-form value such as env.vars
+            return None if i > 0 and _is_mapping_leaf(path[:i]) else i
+        if path[i] not in accepted_names(model):
+            return i
+    return None
+
+
+def _is_mapping_leaf(path: tuple[str, ...]) -> bool:
+    parent = model_at(path[:-1])
+    if parent is None:
+        return False
+    field = parent.model_fields.get(accepted_names(parent).get(path[-1], ""))
+    return field is not None and "dict" in str(field.annotation)
+
+
+def _set(doc: SourceDoc, path: tuple[str, ...], value: object, where: Location) -> None:
+    section = path[0]
+    for alias, target in SECTION_ALIASES.items():
+        if target == section and alias in doc.data:
+            path = (alias, *path[1:])
+    node = doc.data
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {} if child is None or isinstance(child, dict) else {_shorthand_key(part): child}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+    doc.positions[tuple(path)] = where
+
+
+def _shorthand_key(section: str) -> str:
+    from ftc.spec.model import SCALAR_SHORTHANDS
+
+    return SCALAR_SHORTHANDS[section]

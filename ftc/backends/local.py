@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from ftc.backends.base import Backend
@@ -53,10 +57,10 @@ class LocalBackend(Backend):
             ]
         return []
 
-    def submit(self, build_dir, args):  # type: ignore[no-untyped-def]
-        import subprocess
-
-        return subprocess.call(["bash", str(build_dir / "run.sh"), *args])
+    def submit(self, build_dir: Path, args: list[str]) -> int:
+        """Run run.sh here, with this interpreter unless FTC_PYTHON names another."""
+        env = {**os.environ, "FTC_PYTHON": os.environ.get("FTC_PYTHON", sys.executable)}
+        return subprocess.call(["bash", str(build_dir / "run.sh"), *args], env=env)
 
 
 BACKEND = LocalBackend

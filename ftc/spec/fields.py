@@ -53,8 +53,8 @@ Flag = Annotated[
 
 
 def as_text(value: Any) -> Any:
-    """YAML reads `precision: 16` as an int; enums of digit strings accept either form."""
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    """YAML reads `precision: 16` as an int: numbers become their text (booleans stay as they are)."""
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
 def param(

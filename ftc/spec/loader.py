@@ -131,19 +131,24 @@ class _Converter:
         return self.loader.construct_object(node)
 
     def _mapping(self, node: yaml.MappingNode, path: Path_, depth: int) -> dict[str, Any]:
+        own = {id(key) for key, _ in node.value}
         try:
             self.loader.flatten_mapping(node)
         except yaml.MarkedYAMLError as exc:
             raise UnreadableSpec(_where(self.label, node), f"has a bad merge key: {exc.problem}") from None
         out: dict[str, Any] = {}
+        merged: set[str] = set()
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith((":map", ":seq")):
                 raise UnreadableSpec(_where(self.label, key_node), "keys must be plain names")
             key = str(self.convert(key_node, path, depth + 1))
             where = _where(self.label, key_node)
-            if key in out:
+            if key in out and key not in merged:
                 first = self.positions[(*path, key)]
                 raise UnreadableSpec(where, f"key {_dotted((*path, key))!r} is given twice (first at line {first.line})")
+            merged.discard(key)
+            if id(key_node) not in own:
+                merged.add(key)
             self.positions[(*path, key)] = where
             out[key] = self.convert(value_node, (*path, key), depth + 1)
         return out

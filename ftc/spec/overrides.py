@@ -64,8 +64,20 @@ def _set(doc: SourceDoc, path: tuple[str, ...], value: object, where: Location) 
             child = {} if child is None or isinstance(child, dict) else {_shorthand_key(part): child}
             node[part] = child
         node = child
-    node[path[-1]] = value
-    doc.positions[tuple(path)] = where
+    leaf = _existing_name(node, path)
+    node[leaf] = value
+    doc.positions[(*path[:-1], leaf)] = where
+
+
+def _existing_name(node: dict[str, object], path: tuple[str, ...]) -> str:
+    """The key the document already uses for this parameter (an alias, say), else the one given."""
+    model = model_at(path[:-1]) if path[0] not in SECTION_ALIASES else model_at((SECTION_ALIASES[path[0]], *path[1:-1]))
+    if model is not None:
+        primary = accepted_names(model).get(path[-1])
+        for name, other in accepted_names(model).items():
+            if other == primary and name in node:
+                return name
+    return path[-1]
 
 
 def _shorthand_key(section: str) -> str:

@@ -37,6 +37,7 @@ Metric = Literal[ALL_METRICS]  # type: ignore[valid-type]
 
 Precision = Annotated[Literal["32", "16", "bf16", "fp16"], BeforeValidator(as_text)]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+EnvValue = Annotated[str, BeforeValidator(lambda v: str(v).lower() if isinstance(v, bool) else as_text(v))]
 DeepSpeedStage = Annotated[Literal["2", "3"], BeforeValidator(as_text)]
 
 
@@ -584,7 +585,7 @@ class ResourcesSection(Section):
 class EnvSection(Section):
     """Environment of the training processes."""
 
-    vars: dict[EnvName, str] = param(description="Environment variables set for training.", default_factory=dict)
+    vars: dict[EnvName, EnvValue] = param(description="Environment variables set for training.", default_factory=dict)
     secrets: list[EnvName] = param(
         description="Names of environment variables holding secrets; passed by name, never by value.",
         default_factory=list,

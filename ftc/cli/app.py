@@ -1,0 +1,201 @@
+"""The `ftc` command line. Each command imports what it needs when it runs, so startup stays fast."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ftc import __version__
+from ftc.errors import FtcError
+
+app = typer.Typer(
+    name="ftc",
+    help="The finetune compiler: one spec for every finetune parameter, compiled for local, SLURM, Ray and Azure ML.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a parameter: --set training.learning_rate=1e-4 (or by leaf name: --set learning_rate=1e-4). Repeatable.",
+        metavar="KEY=VALUE",
+    ),
+]
+SpecArgument = Annotated[Path, typer.Argument(help="The spec file (YAML).", show_default=False)]
+
+
+def _fail(error: FtcError) -> typer.Exit:
+    typer.echo(f"error: {error}", err=True)
+    return typer.Exit(error.exit_code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ftc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """The finetune compiler."""
+
+
+@app.command()
+def compile(
+    spec: SpecArgument,
+    target: Annotated[
+        list[str],
+        typer.Option("--target", "-t", help="Target to compile for (repeatable), or 'all'. See `ftc targets`."),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Build folder; each target writes <output>/<target>/.")] = Path(
+        "build"
+    ),
+    set_: SetOption = None,
+) -> None:
+    """Validate SPEC and write each target's artifacts (launcher, ftc.resolved.json, manifest.json).
+
+    Nothing is written unless every target compiles; an earlier build is replaced whole.
+    """
+    from ftc.compiler.build import compile_spec
+
+    try:
+        written = compile_spec(spec, target, output, set_ or [])
+    except FtcError as exc:
+        raise _fail(exc) from None
+    for folder in written:
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        typer.echo(f"{folder}/: {', '.join(files)}")
+
+
+@app.command()
+def run(
+    spec: SpecArgument,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the trained model, metrics.json and logs.")],
+    set_: SetOption = None,
+) -> None:
+    """Compile SPEC for the local target into a temporary folder and run it here, streaming its output."""
+    import tempfile
+
+    from ftc.backends.registry import get_backend
+    from ftc.compiler.build import compile_spec
+
+    with tempfile.TemporaryDirectory(prefix="ftc-run-") as build:
+        try:
+            (folder,) = compile_spec(spec, ["local"], build, set_ or [])
+        except FtcError as exc:
+            raise _fail(exc) from None
+        output.mkdir(parents=True, exist_ok=True)
+        code = get_backend("local").submit(folder, ["--output_dir", str(output.resolve())])
+    raise typer.Exit(code)
+
+
+@app.command()
+def lint(
+    specs: Annotated[list[Path], typer.Argument(help="Spec files to check.", show_default=False)],
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="text, json, or github (workflow annotations).")
+    ] = "text",
+    strict: Annotated[bool, typer.Option("--strict", help="Fail on warnings too.")] = False,
+    set_: SetOption = None,
+) -> None:
+    """Check specs: schema errors and cross-field rules.
+
+    Exit 0 when clean (warnings allowed unless --strict), 1 with findings, 2 when a file cannot be read.
+    """
+    from ftc.cli.lint_report import REPORTERS, lint_files
+
+    if format not in REPORTERS:
+        typer.echo(f"error: --format must be one of {', '.join(REPORTERS)}", err=True)
+        raise typer.Exit(2)
+    results = lint_files(specs, set_ or [])
+    typer.echo(REPORTERS[format](results), nl=False)
+    unreadable = any(f.rule == "FTC000" for r in results for f in r.findings)
+    failing = any(f.severity == "error" or strict for r in results for f in r.findings)
+    raise typer.Exit(2 if unreadable else 1 if failing else 0)
+
+
+@app.command()
+def explain(spec: SpecArgument, set_: SetOption = None) -> None:
+    """Print every resolved parameter, its value and where the value came from."""
+    from ftc.cli.explain import explain_lines
+    from ftc.compiler.build import load_resolved
+
+    try:
+        resolved = load_resolved(spec, set_ or [])
+    except FtcError as exc:
+        raise _fail(exc) from None
+    for line in explain_lines(resolved):
+        typer.echo(line)
+
+
+@app.command()
+def docs(
+    task: Annotated[str | None, typer.Option("--task", help="Tables for one task, in the Azure ML component layout.")] = None,
+) -> None:
+    """Print the parameter documentation, generated from the schema (the reference, or one task's tables)."""
+    from ftc.spec import docs as spec_docs
+    from ftc.spec.fields import TASKS
+
+    if task is None:
+        typer.echo(spec_docs.render_reference(), nl=False)
+        return
+    if task not in TASKS:
+        typer.echo(f"error: unknown task {task!r}; tasks: {', '.join(TASKS)}", err=True)
+        raise typer.Exit(2)
+    typer.echo(spec_docs.render_task_docs(task), nl=False)
+
+
+@app.command()
+def schema() -> None:
+    """Print the spec's JSON Schema (for editors: yaml-language-server, and other tools)."""
+    from ftc.spec.schema import schema_text
+
+    typer.echo(schema_text(), nl=False)
+
+
+@app.command()
+def targets() -> None:
+    """List the registered targets."""
+    from ftc.backends.registry import backends
+
+    for name, backend in backends().items():
+        typer.echo(f"{name:10} {backend.summary}")
+
+
+@app.command()
+def submit(
+    spec: SpecArgument,
+    target: Annotated[str, typer.Option("--target", "-t", help="The target to submit to.")],
+    set_: SetOption = None,
+) -> None:
+    """Compile SPEC for TARGET into a temporary folder and hand it to the target (run it, for local)."""
+    import tempfile
+
+    from ftc.backends.registry import get_backend
+    from ftc.compiler.build import compile_spec
+
+    with tempfile.TemporaryDirectory(prefix="ftc-submit-") as build:
+        try:
+            (folder,) = compile_spec(spec, [target], build, set_ or [])
+            code = get_backend(target).submit(folder, [])
+        except FtcError as exc:
+            raise _fail(exc) from None
+        except NotImplementedError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,22 @@
+"""`ftc explain`: each resolved parameter with its value and where it came from."""
+
+from __future__ import annotations
+
+import json
+
+from ftc.compiler.resolve import Resolved
+from ftc.spec.secrets import mask_secrets
+
+
+def explain_lines(resolved: Resolved) -> list[str]:
+    """Lines `section.key = value    # source`, aligned, followed by the derived values."""
+    config = resolved.spec.model_dump(mode="json")
+    rows = []
+    for key, source in resolved.sources.items():
+        section, name = key.split(".", 1)
+        value = mask_secrets(json.dumps(config[section][name]))
+        rows.append((key, value, source))
+    rows += [(f"derived.{k}", json.dumps(v), "derived") for k, v in resolved.derived.items()]
+    width = max(len(k) + len(v) for k, v, _ in rows) + 3
+    head = [f"# {resolved.name}: task {resolved.spec.task}, spec {resolved.doc.file}"]
+    return head + [f"{f'{k} = {v}':<{width}} # {s}" for k, v, s in rows]

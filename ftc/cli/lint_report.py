@@ -1,0 +1,114 @@
+"""Runs lint over files and reports findings as text, JSON or GitHub workflow annotations."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ftc.errors import Location, SpecError, UnreadableSpec
+from ftc.spec.rules import SCHEMA_RULE, UNREADABLE_RULE, Finding, run_rules
+
+
+@dataclass
+class LintedFinding:
+    """A finding with the place it points at."""
+
+    location: Location
+    rule: str
+    severity: str
+    key: str
+    message: str
+
+
+@dataclass
+class FileResult:
+    file: str
+    findings: list[LintedFinding] = field(default_factory=list)
+
+
+def lint_file(path: Path, overrides: list[str]) -> FileResult:
+    """Every finding for one spec file: unreadable input, schema errors, or rule findings."""
+    from ftc.compiler.build import load_resolved
+
+    result = FileResult(str(path))
+    try:
+        resolved = load_resolved(path, overrides)
+    except UnreadableSpec as exc:
+        p = exc.problem
+        result.findings.append(LintedFinding(p.location, UNREADABLE_RULE, "error", p.key, p.message))
+        return result
+    except SpecError as exc:
+        for p in exc.problems:
+            result.findings.append(LintedFinding(p.location, SCHEMA_RULE, "error", p.key, p.message))
+        return result
+    for f in run_rules(resolved):
+        result.findings.append(_located(resolved.doc.locate(f.path), f))
+    return result
+
+
+def lint_files(paths: list[Path], overrides: list[str]) -> list[FileResult]:
+    return [lint_file(p, overrides) for p in paths]
+
+
+def _located(location: Location, f: Finding) -> LintedFinding:
+    return LintedFinding(location, f.rule, f.severity, f.key, f.message)
+
+
+def report_text(results: list[FileResult]) -> str:
+    lines = []
+    for r in results:
+        for f in r.findings:
+            key = f"{f.key}: " if f.key else ""
+            lines.append(f"{f.location}: {f.rule} {f.severity}: {key}{f.message}")
+    errors = sum(f.severity == "error" for r in results for f in r.findings)
+    warnings = sum(f.severity == "warning" for r in results for f in r.findings)
+    lines.append(f"{len(results)} file(s) checked: {errors} error(s), {warnings} warning(s)")
+    return "\n".join(lines) + "\n"
+
+
+def report_json(results: list[FileResult]) -> str:
+    body = [
+        {
+            "file": f.location.file,
+            "line": f.location.line,
+            "column": f.location.col,
+            "rule": f.rule,
+            "severity": f.severity,
+            "key": f.key,
+            "message": f.message,
+        }
+        for r in results
+        for f in r.findings
+    ]
+    return json.dumps({"files": [r.file for r in results], "findings": body}, indent=2) + "\n"
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def report_github(results: list[FileResult]) -> str:
+    """GitHub Actions workflow commands: the findings show on the pull request's lines."""
+    lines = []
+    for r in results:
+        for f in r.findings:
+            props = [f"file={_escape_property(f.location.file)}"]
+            if f.location.line is not None:
+                props += [f"line={f.location.line}", f"col={f.location.col or 1}"]
+            props.append(f"title={_escape_property(f.rule)}")
+            key = f"{f.key}: " if f.key else ""
+            lines.append(f"::{f.severity} {','.join(props)}::{_escape_data(key + f.message)}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+REPORTERS: dict[str, Callable[[list[FileResult]], str]] = {
+    "text": report_text,
+    "json": report_json,
+    "github": report_github,
+}

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ftc import __version__
-from ftc.spec.model import spec_model
+from ftc.spec.fields import X_FTC
+from ftc.spec.model import SCALAR_SHORTHANDS, SECTION_ALIASES, spec_model
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 SCHEMA_ID = "https://ftc.dev/schema/spec-v1.json"
@@ -16,6 +17,7 @@ SCHEMA_ID = "https://ftc.dev/schema/spec-v1.json"
 def export_schema() -> dict[str, Any]:
     """The JSON Schema of a spec with every registered target's section."""
     body = spec_model().model_json_schema(mode="validation")
+    _accept_other_spellings(body)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
@@ -26,3 +28,25 @@ def export_schema() -> dict[str, Any]:
 
 def schema_text() -> str:
     return json.dumps(export_schema(), indent=2, sort_keys=False) + "\n"
+
+
+def _accept_other_spellings(schema: dict[str, Any]) -> None:
+    """Let editors accept what ftc accepts: parameter aliases, section aliases, scalar shorthands."""
+    defs = schema["$defs"]
+    for obj in (schema, *defs.values()):
+        props = obj.get("properties", {})
+        for name, prop in list(props.items()):
+            for alias in prop.get(X_FTC, {}).get("aliases", ()):
+                plain = {k: v for k, v in prop.items() if k not in (X_FTC, "description", "title")}
+                props[alias] = {**plain, "description": f"Alias of {name}."}
+    root = schema["properties"]
+    for alias, section in SECTION_ALIASES.items():
+        root[alias] = {"$ref": root[section]["$ref"], "description": f"Alias of {section}."}
+    for section, key in SCALAR_SHORTHANDS.items():
+        ref = root[section]["$ref"]
+        scalar = defs[ref.rsplit("/", 1)[-1]]["properties"][key]
+        scalar = {k: v for k, v in scalar.items() if k not in (X_FTC, "description", "title", "default")}
+        root[section] = {
+            "anyOf": [{"$ref": ref}, scalar],
+            "description": f"{root[section].get('description', '')} A plain value stands for {section}.{key}.".strip(),
+        }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from ftc.spec.fields import Flag, Section, as_text, param
 
@@ -35,10 +35,14 @@ METRICS: dict[str, list[str]] = {
 ALL_METRICS = tuple(dict.fromkeys(m for ms in METRICS.values() for m in ms))
 Metric = Literal[ALL_METRICS]  # type: ignore[valid-type]
 
-Precision = Annotated[Literal["32", "16", "bf16", "fp16"], BeforeValidator(as_text)]
+Precision = Annotated[
+    Literal["32", "16", "bf16", "fp16"],
+    BeforeValidator(as_text),
+    WithJsonSchema({"enum": ["32", "16", "bf16", "fp16", 32, 16]}),
+]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 EnvValue = Annotated[str, BeforeValidator(lambda v: str(v).lower() if isinstance(v, bool) else as_text(v))]
-DeepSpeedStage = Annotated[Literal["2", "3"], BeforeValidator(as_text)]
+DeepSpeedStage = Annotated[Literal["2", "3"], BeforeValidator(as_text), WithJsonSchema({"enum": ["2", "3", 2, 3]})]
 
 
 class ModelSection(Section):

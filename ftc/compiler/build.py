@@ -8,7 +8,6 @@ from pathlib import Path
 from ftc import __version__
 from ftc.backends.registry import backends, get_backend
 from ftc.compiler.plan import build_plan
-from ftc.compiler.render import render_target, to_json
 from ftc.compiler.resolve import CONFIG_NAME, Resolved, resolve
 from ftc.compiler.write import Artifact, manifest, write_builds
 from ftc.errors import CompileError, Problem, SpecError
@@ -43,6 +42,8 @@ def expand_targets(targets: list[str]) -> list[str]:
 
 def build_artifacts(resolved: Resolved, target: str, out_dir: Path) -> tuple[list[Artifact], list[Finding]]:
     """The files of one target and the target's own findings."""
+    from ftc.compiler.render import render_target, to_json  # jinja only when rendering, not for lint
+
     backend = get_backend(target)
     target_dir = out_dir / target
     base_dir = os.path.relpath(resolved.doc.base_dir, target_dir.resolve())

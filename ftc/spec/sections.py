@@ -80,7 +80,7 @@ class DataSection(Section):
     preprocess_output: str | None = param(
         None,
         "A folder holding train.*, validation.* and test.* files (JSON Lines, CSV or Parquet), as the "
-        "Azure ML preprocess output does. Individual files below take precedence.",
+        "Azure ML preprocess output does. train_file_path, validation_file_path and test_file_path take precedence.",
         group=INPUTS,
         aml_type="uri_folder",
         aml_optional=False,

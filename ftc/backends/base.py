@@ -34,6 +34,10 @@ class Backend(ABC):
         """Target-specific findings (errors stop the compile)."""
         return []
 
-    def submit(self, build_dir: Path, args: list[str]) -> int:
-        """Run or hand over the build in `build_dir`; returns a process exit code."""
+    def submit(self, build_dir: Path, args: list[str], address: str | None = None) -> int:
+        """Run or hand over the build in `build_dir`; returns a process exit code.
+
+        `args` go to the runtime (`--<parameter> VALUE`); `address` names the scheduler or cluster
+        to submit to, for targets that have one (a Ray dashboard URL, say).
+        """
         raise NotImplementedError(f"target {self.name} has no submit step yet")

@@ -57,7 +57,7 @@ class LocalBackend(Backend):
             ]
         return []
 
-    def submit(self, build_dir: Path, args: list[str]) -> int:
+    def submit(self, build_dir: Path, args: list[str], address: str | None = None) -> int:
         """Run run.sh here, with this interpreter unless FTC_PYTHON names another."""
         env = {**os.environ, "FTC_PYTHON": os.environ.get("FTC_PYTHON", sys.executable)}
         return subprocess.call(["bash", str(build_dir / "run.sh"), *args], env=env)

@@ -177,7 +177,13 @@ def targets() -> None:
 def submit(
     spec: SpecArgument,
     target: Annotated[str, typer.Option("--target", "-t", help="The target to submit to.")],
+    address: Annotated[
+        str | None, typer.Option("--address", help="Scheduler or cluster address, for targets that take one.")
+    ] = None,
     set_: SetOption = None,
+    runtime_args: Annotated[
+        list[str] | None, typer.Argument(help="After --: arguments for the runtime (--<parameter> VALUE).")
+    ] = None,
 ) -> None:
     """Compile SPEC for TARGET into a temporary folder and hand it to the target (run it, for local)."""
     import tempfile
@@ -188,7 +194,7 @@ def submit(
     with tempfile.TemporaryDirectory(prefix="ftc-submit-") as build:
         try:
             (folder,) = compile_spec(spec, [target], build, set_ or [])
-            code = get_backend(target).submit(folder, [])
+            code = get_backend(target).submit(folder, runtime_args or [], address=address)
         except FtcError as exc:
             raise _fail(exc) from None
         except NotImplementedError as exc:

@@ -1,0 +1,96 @@
+"""Lint rules: each one fires on the combination it is about, and stays quiet otherwise."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ftc.compiler.build import load_resolved
+from ftc.spec.rules import RULES, run_rules
+
+from tests.conftest import MINIMAL
+
+# rule id -> (spec text appended to MINIMAL that triggers it, a variant that does not)
+CASES: dict[str, tuple[str, str]] = {
+    "FTC101": ("evaluation:\n  evaluation_strategy: steps\n", "evaluation:\n  evaluation_strategy: steps\n  eval_steps: 10\n"),
+    "FTC102": ("lora:\n  lora_r: 4\n", "lora:\n  apply_lora: true\n  lora_r: 4\n"),
+    "FTC103": ("deepspeed:\n  deepspeed: ds.json\n", "deepspeed:\n  apply_deepspeed: true\n  deepspeed: ds.json\n"),
+    "FTC104": ("tracking:\n  flop_counter: true\n  use_profiler: true\n", "tracking:\n  use_profiler: true\n"),
+    "FTC105": ("training:\n  max_steps: 10\noptimizer:\n  warmup_steps: 10\n", "training:\n  max_steps: 10\noptimizer:\n  warmup_steps: 2\n"),
+    "FTC106": ("env:\n  vars:\n    KEY: sk-abcdefghijklmnopqrstuvwxyz123456\n", "env:\n  secrets: [OPENAI_API_KEY]\n"),
+    "FTC107": ("ort:\n  apply_ort: true\n", "ort:\n  apply_ort: false\n"),
+    "FTC108": ("early_stopping:\n  early_stopping_patience: 3\n", "early_stopping:\n  apply_early_stopping: true\n  early_stopping_patience: 3\n"),
+    "FTC109": ("tracking:\n  logging_steps: 10\n", "tracking:\n  logging_strategy: steps\n  logging_steps: 10\n"),
+    "FTC110": ("deepspeed:\n  apply_deepspeed: true\ntraining:\n  auto_find_batch_size: true\n", "training:\n  auto_find_batch_size: true\n"),
+    "FTC111": ("early_stopping:\n  apply_early_stopping: true\nevaluation:\n  evaluation_strategy: 'no'\n", "early_stopping:\n  apply_early_stopping: true\n"),
+    "FTC112": ("deepspeed:\n  apply_deepspeed: true\nfsdp:\n  enable_fsdp: true\n", "fsdp:\n  enable_fsdp: true\n"),
+    "FTC113": ("training:\n  max_steps: 5\ntracking:\n  use_profiler: true\n", "training:\n  max_steps: 7\ntracking:\n  use_profiler: true\n"),
+    "FTC114": ("training:\n  max_steps: 3\ntracking:\n  flop_counter: true\n", "training:\n  max_steps: 4\ntracking:\n  flop_counter: true\n"),
+    "FTC115": ("lora:\n  apply_lora: true\n  peft_method: prefix\n", "lora:\n  apply_lora: true\n  peft_method: llama_adapter\n"),
+    "FTC116": ("precision:\n  quantization: 4bit\nresources:\n  device: cpu\n", "precision:\n  quantization: 4bit\nresources:\n  device: gpu\n"),
+    "FTC117": ("lora:\n  from_peft_checkpoint: adapter/\n", "lora:\n  apply_lora: true\n  from_peft_checkpoint: adapter/\n"),
+    "FTC118": ("fsdp:\n  sharding_strategy: NO_SHARD\n", "fsdp:\n  enable_fsdp: true\n  sharding_strategy: NO_SHARD\n"),
+    "FTC119": ("precision:\n  use_fast_kernels: true\n", "precision:\n  use_fast_kernels: true\n  precision: bf16\n"),
+    "FTC120": ("checkpointing:\n  output_dir: ../../elsewhere\n", "checkpointing:\n  output_dir: runs/../outputs\n"),
+    "FTC121": ("training:\n  min_update_steps: 100\n  num_train_epochs: 2\n", "training:\n  min_update_steps: 100\n"),
+    "FTC122": ("precision: fp16\nresources:\n  device: cpu\n", "precision: bf16\nresources:\n  device: cpu\n"),
+    "FTC123": ("evaluation:\n  evaluation_strategy: 'no'\n  metric_for_best_model: accuracy\n", "evaluation:\n  metric_for_best_model: accuracy\n"),
+    "FTC124": (
+        "deepspeed:\n  apply_deepspeed: true\n  deepspeed_stage: 3\nlora:\n  apply_lora: true\n",
+        "deepspeed:\n  apply_deepspeed: true\n  deepspeed_stage: 2\nlora:\n  apply_lora: true\n",
+    ),
+    "FTC125": ("lora:\n  apply_lora: true\n", "lora:\n  apply_lora: true\n  target_modules: [dense]\n"),
+    "FTC126": ("", "lora:\n  apply_lora: true\n"),
+    "FTC130": ("data:\n  train_file_path: data/train.jsonl\n  label_key: topic\n", "data:\n  train_file_path: data/train.jsonl\n"),
+    "FTC131": ("data:\n  train_file_path: data/train.jsonl\n  validation_file_path: data/odd.jsonl\n", ""),
+    "FTC132": ("data:\n  train_file_path: data/train.jsonl\n  max_seq_length: 1024\n", "data:\n  train_file_path: data/train.jsonl\n  max_seq_length: 512\n"),
+    "FTC133": (
+        "data:\n  train_file_path: data/train.jsonl\n  validation_file_path: data/big.jsonl\nevaluation:\n  evaluation_strategy: steps\n  eval_steps: 1\n",
+        "data:\n  train_file_path: data/train.jsonl\n  validation_file_path: data/big.jsonl\nevaluation:\n  evaluation_strategy: steps\n  eval_steps: 50\n",
+    ),
+}
+# Rules whose trigger needs a model family; the fixture model's config.json says which.
+FAMILY = {"FTC125": "xlnet", "FTC126": "mixtral"}
+
+
+def workspace(root: Path, family: str = "bert") -> None:
+    (root / "models" / "tiny").mkdir(parents=True)
+    (root / "models" / "tiny" / "config.json").write_text(json.dumps({"model_type": family, "max_position_embeddings": 512}))
+    (root / "data").mkdir()
+    rows = [{"text": f"t{i}", "label": "a" if i % 2 else "b"} for i in range(20)]
+    (root / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "data" / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    (root / "data" / "odd.jsonl").write_text(json.dumps({"text": "x", "label": "zebra"}) + "\n")
+    (root / "data" / "big.jsonl").write_text((json.dumps(rows[0]) + "\n") * 10_000)
+
+
+@pytest.mark.parametrize("rule_id", sorted(CASES))
+def test_rule_fires_and_stays_quiet(rule_id: str, write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    trigger, quiet = CASES[rule_id]
+    family = FAMILY.get(rule_id, "bert")
+    workspace(tmp_path, family)
+    base = MINIMAL.split("data:")[0]
+    default_data = "data:\n  train_file_path: data/train.jsonl\n  validation_file_path: data/validation.jsonl\n"
+
+    def spec_text(extra: str) -> str:
+        return base + ("" if "data:\n" in extra else default_data) + extra
+
+    fired = {f.rule: f for f in run_rules(load_resolved(write_spec(spec_text(trigger))))}
+    assert rule_id in fired, f"{rule_id} did not fire on:\n{trigger}"
+    quiet_rules = {f.rule for f in run_rules(load_resolved(write_spec(spec_text(quiet), name="quiet.yaml")))}
+    assert rule_id not in quiet_rules, f"{rule_id} fired on:\n{quiet}"
+
+
+def test_every_rule_has_a_case_and_docs() -> None:
+    assert set(RULES) == set(CASES)
+    for r in RULES.values():
+        assert r.doc and r.title and r.severity in ("error", "warning")
+
+
+def test_lint_ignore_silences_a_rule(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    workspace(tmp_path)
+    text = MINIMAL + "ort:\n  apply_ort: true\nlint:\n  ignore:\n    FTC107: testing\n"
+    assert "FTC107" not in {f.rule for f in run_rules(load_resolved(write_spec(text)))}

@@ -104,7 +104,7 @@ def run(
 def lint(
     specs: Annotated[list[Path], typer.Argument(help="Spec files to check.", show_default=False)],
     format: Annotated[
-        str, typer.Option("--format", "-f", help="text, json, or github (workflow annotations).")
+        str, typer.Option("--format", "-f", help="text, json, github (workflow annotations) or sarif (code scanning).")
     ] = "text",
     strict: Annotated[bool, typer.Option("--strict", help="Fail on warnings too.")] = False,
     set_: SetOption = None,
@@ -142,11 +142,15 @@ def explain(spec: SpecArgument, set_: SetOption = None) -> None:
 @app.command()
 def docs(
     task: Annotated[str | None, typer.Option("--task", help="Tables for one task, in the Azure ML component layout.")] = None,
+    rules: Annotated[bool, typer.Option("--rules", help="The lint rules: id, severity and what each checks.")] = False,
 ) -> None:
-    """Print the parameter documentation, generated from the schema (the reference, or one task's tables)."""
+    """Print the parameter documentation, generated from the schema (the reference, one task's tables, or the rules)."""
     from ftc.spec import docs as spec_docs
     from ftc.spec.fields import TASKS
 
+    if rules:
+        typer.echo(spec_docs.render_rules(), nl=False)
+        return
     if task is None:
         typer.echo(spec_docs.render_reference(), nl=False)
         return

@@ -107,8 +107,57 @@ def report_github(results: list[FileResult]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def report_sarif(results: list[FileResult]) -> str:
+    """SARIF 2.1.0 for code scanning (GitHub uploads it with codeql-action/upload-sarif)."""
+    from ftc import __version__
+    from ftc.spec.rules import RULES
+
+    used = sorted({f.rule for r in results for f in r.findings})
+    rules = []
+    for rule_id in used:
+        known = RULES.get(rule_id)
+        rules.append(
+            {
+                "id": rule_id,
+                "name": known.title if known else rule_id,
+                "shortDescription": {"text": known.title if known else rule_id},
+                "fullDescription": {"text": known.doc if known else rule_id},
+                "defaultConfiguration": {"level": known.severity if known else "error"},
+            }
+        )
+    findings = [f for r in results for f in r.findings]
+    body = {
+        "version": "2.1.0",
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "runs": [
+            {
+                "tool": {"driver": {"name": "ftc", "version": __version__, "rules": rules}},
+                "results": [
+                    {
+                        "ruleId": f.rule,
+                        "ruleIndex": used.index(f.rule),
+                        "level": f.severity,
+                        "message": {"text": (f"{f.key}: " if f.key else "") + f.message},
+                        "locations": [
+                            {
+                                "physicalLocation": {
+                                    "artifactLocation": {"uri": f.location.file},
+                                    "region": {"startLine": f.location.line or 1, "startColumn": f.location.col or 1},
+                                }
+                            }
+                        ],
+                    }
+                    for f in findings
+                ],
+            }
+        ],
+    }
+    return json.dumps(body, indent=2) + "\n"
+
+
 REPORTERS: dict[str, Callable[[list[FileResult]], str]] = {
     "text": report_text,
     "json": report_json,
     "github": report_github,
+    "sarif": report_sarif,
 }

@@ -132,7 +132,7 @@ def names_of(field_name: str, field: FieldInfo) -> tuple[str, ...]:
 class Section(BaseModel):
     """A spec section: unknown keys are errors, and a key given twice (name + alias) too."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=False)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=False, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod

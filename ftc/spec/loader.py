@@ -74,7 +74,12 @@ def parse_spec_text(raw: bytes, label: str) -> SourceDoc:
         line = raw[: exc.start].count(b"\n") + 1
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         raise UnreadableSpec(Location(label, line, col), "is not UTF-8 text") from None
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise UnreadableSpec(Location(label, line, col), f"holds the control character {exc.character:#06x}; YAML forbids it") from None
     try:
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:

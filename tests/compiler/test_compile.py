@@ -146,3 +146,16 @@ def test_hostile_values_stay_data(write_spec: Callable[..., Path], tmp_path: Pat
     config = json.loads((folder / "ftc.resolved.json").read_text())
     assert config["model"]["model_selector_output"] == value
     assert config["data"]["train_file_path"] == value
+
+
+def test_target_folder_that_is_a_symlink_is_refused(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep")
+    out = tmp_path / "build"
+    out.mkdir()
+    (out / "local").symlink_to(outside)
+    with pytest.raises(CompileError, match="not a folder"):
+        compile_spec(write_spec(), ["local"], out)
+    assert (outside / "precious.txt").read_text() == "keep"
+    assert sorted(p.name for p in out.iterdir()) == ["local"]

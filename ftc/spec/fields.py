@@ -7,6 +7,7 @@ It lives in the JSON Schema under the `x-ftc` key, so the exported schema is the
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from pydantic import (
@@ -129,6 +130,14 @@ def names_of(field_name: str, field: FieldInfo) -> tuple[str, ...]:
     return (field_name, *meta_of(field).get("aliases", ()))
 
 
+@functools.cache
+def _aliased_fields(model: type[BaseModel]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(field name, all its names) for the fields of `model` that have aliases."""
+    return tuple(
+        (name, names_of(name, field)) for name, field in model.model_fields.items() if meta_of(field).get("aliases")
+    )
+
+
 class Section(BaseModel):
     """A spec section: unknown keys are errors, and a key given twice (name + alias) too."""
 
@@ -138,8 +147,8 @@ class Section(BaseModel):
     @classmethod
     def _one_name_per_parameter(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            for field_name, field in cls.model_fields.items():
-                given = [n for n in names_of(field_name, field) if n in data]
+            for field_name, names in _aliased_fields(cls):
+                given = [n for n in names if n in data]
                 if len(given) > 1:
                     raise ValueError(
                         f"{' and '.join(given)} name the same parameter ({field_name}): keep one"

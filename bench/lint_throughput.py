@@ -1,7 +1,7 @@
 """In-process lint throughput over a few hundred generated specs, beside a baseline.
 
 ftc lint = parse with positions + validate + resolve + every rule; the baseline is the least a
-linter could do: yaml.safe_load + pydantic validation of the same documents. Both run over the
+linter could do: a libyaml load + pydantic validation of the same documents. Both run over the
 same specs, interleaved in rounds. Usage: python bench/lint_throughput.py [--specs N] [--rounds R]
 """
 

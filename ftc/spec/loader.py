@@ -134,7 +134,7 @@ class _Converter:
             return self._mapping(node, path, depth)
         if isinstance(node, yaml.SequenceNode):
             return [self.convert(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
-        if node.tag.endswith(":timestamp"):
+        if node.tag.endswith(":timestamp") or _yaml11_only_bool(node):
             return node.value
         return self.loader.construct_object(node)
 
@@ -160,6 +160,17 @@ class _Converter:
             self.positions[(*path, key)] = where
             out[key] = self.convert(value_node, (*path, key), depth + 1)
         return out
+
+
+def _yaml11_only_bool(node: yaml.Node) -> bool:
+    """`no`, `yes`, `on`, `off` are booleans in YAML 1.1 only; specs read them as text (YAML 1.2),
+    so `evaluation_strategy: no` means "no" and `apply_lora: yes` is an error, not a silent true."""
+    return (
+        node.tag.endswith(":bool")
+        and isinstance(node, yaml.ScalarNode)
+        and not node.style  # plain (None with the Python parser, "" with libyaml)
+        and node.value.lower() not in ("true", "false")
+    )
 
 
 def _dotted(path: Path_) -> str:

@@ -80,3 +80,8 @@ def test_merge_keys_and_anchors_still_work() -> None:
 
 def test_dates_stay_text() -> None:
     assert parse_spec_text(b"d: 2024-01-02\n", "d.yaml").data == {"d": "2024-01-02"}
+
+
+def test_only_true_and_false_are_booleans() -> None:
+    doc = parse_spec_text(b"a: no\nb: yes\nc: true\nd: False\ne: off\n", "b.yaml")
+    assert doc.data == {"a": "no", "b": "yes", "c": True, "d": False, "e": "off"}

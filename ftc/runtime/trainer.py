@@ -1,0 +1,508 @@
+"""The shared trainer: spec -> TrainingArguments + Trainer, evaluation before and after, outputs.
+
+Every task goes through `run`: the task reads its data and builds model and datasets; this
+module applies LoRA, maps the spec onto transformers 5's TrainingArguments, trains, and writes
+`<output_dir>/pytorch_model_folder/` (final model, tokenizer, checkpoints), `metrics.json` and
+`ftc_runtime.log`. Only rank 0 writes outputs when several processes run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ftc.runtime.config import RunConfig
+from ftc.runtime.errors import RuntimeUserError
+from ftc.runtime.tasks import Prepared, get_task
+
+log = logging.getLogger("ftc.runtime")
+# Trainer log records (loss, learning rate, eval metrics) go to the log file only: the
+# progress bar already shows them on the console.
+train_log = logging.getLogger("ftc.runtime.train")
+
+MODEL_FOLDER = "pytorch_model_folder"
+METRICS_FILE = "metrics.json"
+LOG_FILE = "ftc_runtime.log"
+MODEL_INFO_FILE = "ftc_model_info.json"  # task, labels, what was saved (model, merged or adapter)
+OPTIM_ALIASES = {"adamw_hf": "adamw_torch"}  # transformers 5 removed adamw_hf
+_NO_EVAL = "no"
+
+
+# --------------------------------------------------------------------------- processes, logging
+
+
+def rank_info() -> tuple[int, int]:
+    """(rank, world size) from the launcher's environment (torchrun, deepspeed, Ray)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+class _Logs:
+    """Console and log-file handlers of one run, removed again at the end (the runtime may run in-process)."""
+
+    def __init__(self, out_dir: Path | None, is_main: bool) -> None:
+        self.handlers: list[tuple[logging.Logger, logging.Handler]] = []
+        self.file: Path | None = None
+        self.file_handler: logging.Handler | None = None
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("[ftc] %(message)s"))
+        console.setLevel(logging.INFO if is_main else logging.WARNING)
+        self._add(log, console)
+        log.setLevel(logging.INFO)
+        train_log.setLevel(logging.INFO)
+        train_log.propagate = False
+        if out_dir is not None and is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self.file = out_dir / LOG_FILE
+            fh = logging.FileHandler(self.file, encoding="utf-8")
+            fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            fh.setLevel(logging.INFO)
+            self.file_handler = fh
+            self._add(log, fh)
+            self._add(train_log, fh)
+            self._add(logging.getLogger("transformers"), fh, level=logging.WARNING)
+
+    def _add(self, logger: logging.Logger, handler: logging.Handler, level: int | None = None) -> None:
+        if level is not None:
+            handler = _LevelFilterHandler(handler, level)
+        logger.addHandler(handler)
+        self.handlers.append((logger, handler))
+
+    def to_file(self, level: int, message: str) -> None:
+        if self.file_handler is not None:
+            self.file_handler.handle(log.makeRecord(log.name, level, __file__, 0, message, (), None))
+
+    def close(self) -> None:
+        for logger, handler in self.handlers:
+            logger.removeHandler(handler)
+            handler.close()
+        self.handlers.clear()
+
+
+class _LevelFilterHandler(logging.Handler):
+    """Forwards records at or above `level` to another handler (shared file, own threshold)."""
+
+    def __init__(self, target: logging.Handler, level: int) -> None:
+        super().__init__(level)
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.target.handle(record)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def use_cuda(cfg: RunConfig) -> bool:
+    """Whether training runs on GPUs: resources.device, and whether CUDA is there."""
+    import torch
+
+    device = cfg.spec.resources.device
+    available = torch.cuda.is_available()
+    if device == "gpu" and not available:
+        raise RuntimeUserError("resources.device is gpu but no CUDA GPU is available; use device: auto or cpu")
+    return device != "cpu" and available
+
+
+def check_supported(cfg: RunConfig, cuda: bool) -> None:
+    """Refuse, before any loading, what the runtime cannot do; log what it ignores."""
+    s = cfg.spec
+    if s.ort.apply_ort:
+        raise RuntimeUserError(
+            "ort.apply_ort: ONNX Runtime training cannot run with transformers 5 / torch 2.13; set apply_ort: false"
+        )
+    if s.fsdp.enable_fsdp:
+        raise RuntimeUserError("fsdp.enable_fsdp is not supported by the runtime yet; use DDP (processes_per_node) or deepspeed")
+    if s.precision.quantization:
+        raise RuntimeUserError(
+            f"precision.quantization {s.precision.quantization} (QLoRA) is not supported by the runtime yet"
+        )
+    if s.deepspeed.apply_deepspeed and importlib.util.find_spec("deepspeed") is None:
+        raise RuntimeUserError("deepspeed.apply_deepspeed needs the deepspeed package: pip install deepspeed")
+    precision_flags(s.precision.precision, cuda)  # raises for fp16 on CPU
+    if s.tracking.use_wandb or s.tracking.tracking_uri:
+        log.warning("experiment tracking (use_wandb / tracking_uri) is not supported by the runtime yet; not reporting")
+    if s.tracking.flop_counter or s.tracking.use_profiler:
+        log.warning("flop_counter / use_profiler are not supported by the runtime yet; ignored")
+
+
+def precision_flags(precision: str, cuda: bool) -> dict[str, bool]:
+    """TrainingArguments bf16/fp16 for precision 32, 16, bf16, fp16."""
+    import torch
+
+    bf16_ok = not cuda or torch.cuda.is_bf16_supported()
+    if precision == "32":
+        return {}
+    if precision == "16":
+        return {"bf16": True} if bf16_ok else {"fp16": True}
+    if precision == "bf16":
+        if not bf16_ok:
+            raise RuntimeUserError("precision bf16: this GPU does not support bf16; use precision 16 or fp16")
+        return {"bf16": True}
+    if precision == "fp16":
+        if not cuda:
+            raise RuntimeUserError("precision fp16 needs a CUDA GPU; on CPU use precision bf16 (or 16, which picks bf16)")
+        return {"fp16": True}
+    raise RuntimeUserError(f"unknown precision {precision!r}")
+
+
+# --------------------------------------------------------------------------- TrainingArguments
+
+
+def steps_per_epoch(cfg: RunConfig, n_train: int, world_size: int = 1) -> int:
+    """Optimizer updates per epoch, as the Trainer counts them."""
+    tr = cfg.spec.training
+    batches = math.ceil(n_train / (tr.per_device_train_batch_size * max(1, world_size)))
+    return max(1, math.ceil(batches / tr.gradient_accumulation_steps))
+
+
+def num_epochs(cfg: RunConfig, per_epoch: int) -> int:
+    """num_train_epochs, or enough epochs for min_update_steps (Anyscale) when the compiler derived so."""
+    tr = cfg.spec.training
+    if cfg.derived.get("epochs_from_min_update_steps") and tr.min_update_steps:
+        return max(1, math.ceil(tr.min_update_steps / per_epoch))
+    return tr.num_train_epochs
+
+
+def evaluation_schedule(cfg: RunConfig, per_epoch: int, has_eval: bool) -> tuple[str, int]:
+    """(eval strategy, eval steps): the spec's, or Anyscale's checkpoint_every_n_epochs / max_num_checkpoints."""
+    ev, ck, tr = cfg.spec.evaluation, cfg.spec.checkpointing, cfg.spec.training
+    if not has_eval:
+        return _NO_EVAL, ev.eval_steps
+    strategy, steps = ev.evaluation_strategy, ev.eval_steps
+    total = tr.max_steps if tr.max_steps > 0 else num_epochs(cfg, per_epoch) * per_epoch
+    if ck.checkpoint_every_n_epochs:
+        return "steps", ck.checkpoint_every_n_epochs * per_epoch
+    if ck.max_num_checkpoints:
+        return "steps", max(1, total // ck.max_num_checkpoints)
+    if strategy == "steps" and ev.evaluation_steps_interval > 0:
+        steps = max(1, round(ev.evaluation_steps_interval * per_epoch))
+    return strategy, steps
+
+
+def deepspeed_config(cfg: RunConfig) -> str | dict[str, Any]:
+    """The user's DeepSpeed file, or a ZeRO config for deepspeed_stage with the HF "auto" values."""
+    ds = cfg.spec.deepspeed
+    path = cfg.path("deepspeed", "deepspeed")
+    if path is not None:
+        if not path.is_file():
+            raise RuntimeUserError(f"deepspeed config file not found: {path}")
+        return str(path)
+    zero: dict[str, Any] = {"stage": int(ds.deepspeed_stage)}
+    if ds.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    if ds.offload_param and zero["stage"] == 3:
+        zero["offload_param"] = {"device": "cpu"}
+    if zero["stage"] == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return {
+        "zero_optimization": zero,
+        "train_micro_batch_size_per_gpu": "auto",
+        "train_batch_size": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "bf16": {"enabled": "auto"},
+        "fp16": {"enabled": "auto"},
+    }
+
+
+def training_arguments_kwargs(
+    cfg: RunConfig, n_train: int, has_eval: bool, cuda: bool, world_size: int = 1
+) -> dict[str, Any]:
+    """Keyword arguments of transformers 5's TrainingArguments for this spec (no I/O)."""
+    s = cfg.spec
+    tr, opt, ev, ck, es, tk = s.training, s.optimizer, s.evaluation, s.checkpointing, s.early_stopping, s.tracking
+    per_epoch = steps_per_epoch(cfg, n_train, world_size)
+    strategy, eval_steps = evaluation_schedule(cfg, per_epoch, has_eval)
+    evaluating = strategy != _NO_EVAL
+    if es.apply_early_stopping and not evaluating:
+        raise RuntimeUserError(
+            "early_stopping.apply_early_stopping needs evaluation during training; set evaluation_strategy to epoch or steps"
+        )
+    kwargs: dict[str, Any] = {
+        "output_dir": str(cfg.output_dir / MODEL_FOLDER),
+        "num_train_epochs": num_epochs(cfg, per_epoch),
+        "max_steps": tr.max_steps if tr.max_steps > 0 else -1,
+        "per_device_train_batch_size": tr.per_device_train_batch_size,
+        "per_device_eval_batch_size": tr.per_device_eval_batch_size,
+        "gradient_accumulation_steps": tr.gradient_accumulation_steps,
+        "auto_find_batch_size": tr.auto_find_batch_size,
+        "seed": tr.seed,
+        "full_determinism": tr.enable_full_determinism,
+        "dataloader_num_workers": tr.dataloader_num_workers,
+        "max_grad_norm": tr.max_grad_norm if tr.gradient_clipping else 0.0,
+        "optim": OPTIM_ALIASES.get(opt.optim, opt.optim),
+        "learning_rate": opt.learning_rate,
+        "weight_decay": opt.weight_decay,
+        "adam_beta1": opt.adam_beta1,
+        "adam_beta2": opt.adam_beta2,
+        "adam_epsilon": opt.adam_epsilon,
+        # "step" is built by FtcTrainer.create_scheduler; the Trainer gets a placeholder.
+        "lr_scheduler_type": "constant" if opt.lr_scheduler_type == "step" else opt.lr_scheduler_type,
+        "warmup_steps": opt.warmup_steps,
+        "eval_strategy": strategy,
+        "save_strategy": strategy,
+        "save_total_limit": ck.save_total_limit if ck.save_total_limit > 0 else None,
+        "load_best_model_at_end": evaluating,
+        "metric_for_best_model": f"eval_{ev.metric_for_best_model}",
+        "greater_is_better": bool(cfg.derived.get("metric_greater_is_better", ev.metric_for_best_model != "loss")),
+        "logging_strategy": tk.logging_strategy,
+        "logging_steps": tk.logging_steps,
+        "eval_accumulation_steps": ev.eval_accumulation_steps
+        if ev.eval_accumulation_steps and ev.eval_accumulation_steps > 0
+        else None,
+        "report_to": "none",
+        "disable_tqdm": False,
+        "use_cpu": not cuda,
+        **precision_flags(s.precision.precision, cuda),
+    }
+    if strategy == "steps":
+        kwargs["eval_steps"] = eval_steps
+        kwargs["save_steps"] = eval_steps
+    if s.precision.gradient_checkpointing:
+        kwargs["activation_checkpointing"] = True
+    if s.precision.torch_compile:
+        kwargs["torch_compile"] = True
+    if s.deepspeed.apply_deepspeed:
+        kwargs["deepspeed"] = deepspeed_config(cfg)
+    return kwargs
+
+
+def build_training_arguments(cfg: RunConfig, n_train: int, has_eval: bool, cuda: bool, world_size: int = 1) -> Any:
+    from transformers import TrainingArguments
+
+    kwargs = training_arguments_kwargs(cfg, n_train, has_eval, cuda, world_size)
+    try:
+        return TrainingArguments(**kwargs)
+    except ValueError as exc:
+        raise RuntimeUserError(f"invalid training settings: {exc}") from None
+
+
+# --------------------------------------------------------------------------- Trainer
+
+
+def make_trainer(cfg: RunConfig, prepared: Prepared, args: Any, per_epoch: int) -> Any:
+    """A transformers Trainer (with the llama-recipes "step" scheduler and the spec's callbacks)."""
+    import torch
+    from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
+
+    opt = cfg.spec.optimizer
+
+    class FtcTrainer(Trainer):
+        def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+            if opt.lr_scheduler_type != "step":
+                return super().create_scheduler(num_training_steps, optimizer)
+            if self.lr_scheduler is None:
+                warmup = self.args.get_warmup_steps(num_training_steps)
+                gamma = opt.gamma
+
+                def factor(step: int) -> float:
+                    ramp = (step + 1) / warmup if step < warmup else 1.0
+                    return ramp * gamma ** (step // per_epoch)
+
+                self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
+                self._created_lr_scheduler = True
+            return self.lr_scheduler
+
+    class LogToFile(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if logs and state.is_world_process_zero:
+                train_log.info("step %d: %s", state.global_step, json.dumps(_jsonable(logs)))
+
+    callbacks: list[Any] = [LogToFile()]
+    es = cfg.spec.early_stopping
+    if es.apply_early_stopping:
+        callbacks.append(
+            EarlyStoppingCallback(
+                early_stopping_patience=es.early_stopping_patience,
+                early_stopping_threshold=es.early_stopping_threshold,
+            )
+        )
+    trainer = FtcTrainer(
+        model=prepared.model,
+        args=args,
+        data_collator=prepared.data_collator,
+        train_dataset=prepared.train_dataset,
+        eval_dataset=prepared.eval_dataset,
+        processing_class=prepared.tokenizer,
+        compute_metrics=prepared.compute_metrics,
+        callbacks=callbacks,
+    )
+    if not prepared.loss_uses_num_items:
+        trainer.model_accepts_loss_kwargs = False
+    return trainer
+
+
+def freeze_first_layers(model: Any, n: int) -> None:
+    """Freeze the first n transformer layers (llama-recipes freeze_layers)."""
+    import torch
+
+    backbone = getattr(model, "base_model", model)
+    for path in ("encoder.layer", "layers", "h", "transformer.layer", "encoder.layers", "encoder.block", "block"):
+        obj: Any = backbone
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, torch.nn.ModuleList):
+            for layer in obj[:n]:
+                for p in layer.parameters():
+                    p.requires_grad_(False)
+            log.info("froze the first %d of %d layers", min(n, len(obj)), len(obj))
+            return
+    raise RuntimeUserError(
+        f"training.freeze_layers: cannot find the layers of model type {getattr(model.config, 'model_type', '?')!r}"
+    )
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run(cfg: RunConfig) -> dict[str, float]:
+    """Train the spec's task and write the outputs; returns the metrics written to metrics.json."""
+    rank, world_size = rank_info()
+    is_main = rank == 0
+    out = cfg.output_dir
+    logs = _Logs(out, is_main)
+    try:
+        return _run(cfg, out, world_size, is_main)
+    except RuntimeUserError as exc:
+        logs.to_file(logging.ERROR, str(exc))  # the console gets it once, from __main__
+        raise
+    finally:
+        logs.close()
+
+
+def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool) -> dict[str, float]:
+    started = time.time()
+    s = cfg.spec
+    log.info("task %s, model %s, outputs in %s", cfg.task, cfg.spec.model.model_selector_output, out)
+    task = get_task(cfg.task)
+    cuda = use_cuda(cfg)
+    check_supported(cfg, cuda)
+    data = task.load_data(cfg)  # bad data fails here, before any model is loaded
+
+    import torch
+    from transformers import set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from ftc.runtime.lora import apply_peft, is_peft, save_final_model
+    from ftc.runtime.models import model_source
+
+    if s.resources.cpus_per_process:
+        torch.set_num_threads(s.resources.cpus_per_process)
+    set_seed(s.training.seed)  # the new classifier head is initialised reproducibly
+    prepared = task.prepare(cfg, data)
+    if s.training.freeze_layers:
+        freeze_first_layers(prepared.model, s.training.num_freeze_layers)
+    if s.lora.apply_lora or s.lora.from_peft_checkpoint:
+        prepared.model = apply_peft(prepared.model, cfg, prepared.peft_task_type)
+    n_train = len(prepared.train_dataset)
+    if s.evaluation.max_eval_steps and prepared.eval_dataset is not None:
+        keep = s.evaluation.max_eval_steps * s.training.per_device_eval_batch_size * max(1, world_size)
+        prepared.eval_dataset = prepared.eval_dataset.select(range(min(keep, len(prepared.eval_dataset))))
+    has_eval = prepared.eval_dataset is not None and len(prepared.eval_dataset) > 0
+    per_epoch = steps_per_epoch(cfg, n_train, world_size)
+    args = build_training_arguments(cfg, n_train, has_eval, cuda, world_size)
+    trainer = make_trainer(cfg, prepared, args, per_epoch)
+    total = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs) * per_epoch
+    log.info(
+        "training on %s: %d rows, %d step(s) (%d per epoch), batch %d x %d process(es) x %d accumulation",
+        "GPU" if cuda else "CPU", n_train, total, per_epoch,
+        args.per_device_train_batch_size, world_size, args.gradient_accumulation_steps,
+    )
+
+    metrics: dict[str, float] = {}
+    if has_eval:
+        initial = trainer.evaluate()
+        metrics.update({f"initial_{k}": v for k, v in initial.items() if k != "epoch"})
+        _show(prepared, "before training", initial)
+
+    resume = None
+    if s.checkpointing.resume_from_checkpoint:
+        folder = Path(args.output_dir)
+        resume = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+        if resume:
+            log.info("resuming from %s", resume)
+        else:
+            log.info("no checkpoint to resume from in %s; starting from the model", folder)
+    result = trainer.train(resume_from_checkpoint=resume)
+    train_metrics = dict(result.metrics)
+
+    final: dict[str, float] = {}
+    if has_eval:
+        final = trainer.evaluate()
+    if prepared.test_dataset is not None:
+        test = trainer.evaluate(prepared.test_dataset, metric_key_prefix="test")
+        metrics.update(test)
+        _show(prepared, "test", test, prefix="test_")
+
+    folder = Path(args.output_dir)
+    saved = "nothing (checkpointing.save_model is false)"
+    if s.checkpointing.save_model:
+        model = trainer.model
+        if is_peft(model) and s.lora.merge_lora_weights:
+            if trainer.is_world_process_zero():
+                saved = save_final_model(model, folder, merge=True)
+                prepared.tokenizer.save_pretrained(str(folder))
+        else:
+            trainer.save_model(str(folder))  # every rank: DeepSpeed gathers; rank 0 writes
+            saved = "adapter" if is_peft(model) else "model"
+        if trainer.is_world_process_zero():
+            info = {"task": cfg.task, "saved": saved, "base_model": model_source(cfg), **prepared.info}
+            (folder / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+    metrics = {**final, **metrics, **train_metrics}
+    metrics = {k: v for k, v in _jsonable(metrics).items() if isinstance(v, (int, float))}
+    if trainer.is_world_process_zero() and is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        if s.tracking.save_metrics:
+            (out / "train_log_history.json").write_text(json.dumps(_jsonable(trainer.state.log_history), indent=2) + "\n")
+    if has_eval and is_main:
+        _show(prepared, "after training", final)
+        _summary(prepared, metrics)
+    log.info(
+        "saved %s to %s; metrics in %s; %.0f s in all",
+        saved, folder, out / METRICS_FILE, time.time() - started,
+    )
+    return metrics
+
+
+def _show(prepared: Prepared, when: str, metrics: dict[str, Any], prefix: str = "eval_") -> None:
+    shown = ", ".join(
+        f"{k[len(prefix):]} {v:.4f}"
+        for k, v in metrics.items()
+        if k.startswith(prefix) and isinstance(v, float) and not k.endswith(("_runtime", "_per_second", "_time"))
+    )
+    log.info("%s: %s", "test data" if prefix == "test_" else f"validation {when}", shown)
+
+
+def _summary(prepared: Prepared, metrics: dict[str, float]) -> None:
+    name = prepared.headline_metric
+    lines = []
+    for metric in (name, "loss"):
+        before, after = metrics.get(f"initial_eval_{metric}"), metrics.get(f"eval_{metric}")
+        if before is not None and after is not None:
+            lines.append(f"validation {metric} before: {before:.4f}  after: {after:.4f}")
+    text = "\n".join(lines)
+    if text:
+        print(text, flush=True)
+        for line in lines:
+            train_log.info(line)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    return value

@@ -1,0 +1,87 @@
+"""Spec -> transformers 5 TrainingArguments: names, aliases, derived values and refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ftc.runtime.config import Override, load_config
+from ftc.runtime.errors import RuntimeUserError
+from ftc.runtime.trainer import build_training_arguments, precision_flags, training_arguments_kwargs
+
+
+@pytest.fixture
+def config(compile_config) -> Path:
+    return compile_config()
+
+
+def kwargs_for(config: Path, n_train: int = 240, cuda: bool = False, **overrides: object) -> dict:
+    cfg = load_config(config, [Override(k, str(v)) for k, v in overrides.items()])
+    return training_arguments_kwargs(cfg, n_train=n_train, has_eval=True, cuda=cuda)
+
+
+def test_defaults_of_the_tiny_spec(config: Path, project: Path) -> None:
+    cfg = load_config(config)
+    args = build_training_arguments(cfg, n_train=240, has_eval=True, cuda=False)
+    assert args.output_dir == str(project / "out" / "pytorch_model_folder")
+    assert args.eval_strategy == "epoch" and args.save_strategy == "epoch"
+    assert args.load_best_model_at_end is True
+    assert args.metric_for_best_model == "eval_accuracy" and args.greater_is_better is True
+    assert args.optim == "adamw_torch"
+    assert args.max_steps == -1 and args.num_train_epochs == 8
+    assert args.save_total_limit == 1
+    assert args.use_cpu is True and args.bf16 is False and args.fp16 is False
+    assert args.report_to == [] or args.report_to == "none" or args.report_to == ["none"]
+    assert args.disable_tqdm is False
+    assert args.max_grad_norm == 1.0
+
+
+def test_renamed_and_removed_values(config: Path) -> None:
+    kw = kwargs_for(config, optim="adamw_hf", gradient_clipping="false", save_total_limit=-1, max_steps=0,
+                    metric_for_best_model="loss", eval_accumulation_steps=-1)
+    assert kw["optim"] == "adamw_torch"  # transformers 5 has no adamw_hf
+    assert kw["max_grad_norm"] == 0.0
+    assert kw["save_total_limit"] is None
+    assert kw["max_steps"] == -1
+    assert kw["metric_for_best_model"] == "eval_loss" and kw["greater_is_better"] is False
+    assert kw["eval_accumulation_steps"] is None
+    assert "evaluation_strategy" not in kw and "tokenizer" not in kw
+
+
+def test_eval_steps_from_interval(config: Path) -> None:
+    # 240 rows / 16 = 15 steps per epoch; a third of an epoch is 5 steps.
+    kw = kwargs_for(config, evaluation_strategy="steps", evaluation_steps_interval=0.34)
+    assert (kw["eval_strategy"], kw["eval_steps"], kw["save_strategy"], kw["save_steps"]) == ("steps", 5, "steps", 5)
+    kw = kwargs_for(config, evaluation_strategy="steps", eval_steps=7)
+    assert kw["eval_steps"] == 7
+
+
+def test_no_evaluation(config: Path) -> None:
+    kw = kwargs_for(config, run_validation="false")
+    assert kw["eval_strategy"] == "no" and kw["save_strategy"] == "no" and kw["load_best_model_at_end"] is False
+    with pytest.raises(RuntimeUserError, match="apply_early_stopping needs evaluation"):
+        kwargs_for(config, evaluation_strategy="no", apply_early_stopping="true")
+
+
+def test_min_update_steps_and_checkpoint_every_n_epochs(config: Path) -> None:
+    cfg = load_config(config, [Override("min_update_steps", "40")])  # the spec gives num_train_epochs, so...
+    kw = training_arguments_kwargs(cfg, n_train=240, has_eval=True, cuda=False)
+    assert kw["num_train_epochs"] == 3  # ceil(40 / 15): min_update_steps named on the command line wins
+    kw = kwargs_for(config, checkpoint_every_n_epochs=2)
+    assert (kw["eval_strategy"], kw["eval_steps"]) == ("steps", 30)
+
+
+def test_precision() -> None:
+    assert precision_flags("32", cuda=False) == {}
+    assert precision_flags("16", cuda=False) == {"bf16": True}
+    assert precision_flags("bf16", cuda=False) == {"bf16": True}
+    with pytest.raises(RuntimeUserError, match="precision fp16 needs a CUDA GPU"):
+        precision_flags("fp16", cuda=False)
+
+
+def test_step_scheduler_placeholder_and_arguments_accepted(config: Path) -> None:
+    cfg = load_config(config, [Override("lr_scheduler_type", "step"), Override("precision", "16")])
+    args = build_training_arguments(cfg, n_train=240, has_eval=True, cuda=False)
+    assert args.lr_scheduler_type == "constant"  # FtcTrainer builds the step schedule itself
+    assert args.bf16 is True

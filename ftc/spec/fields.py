@@ -100,16 +100,9 @@ def param(
         if name is None:
             raise TypeError("param() with aliases needs name=")
         alias = AliasChoices(name, *aliases)
-    if default_factory is not None:
-        return Field(
-            default_factory=default_factory,
-            description=description,
-            validation_alias=alias,
-            json_schema_extra=extra or None,
-            **constraints,
-        )
+    value = {"default_factory": default_factory} if default_factory is not None else {"default": default}
     return Field(
-        default,
+        **value,
         description=description,
         validation_alias=alias,
         json_schema_extra=extra or None,

@@ -8,7 +8,7 @@ import functools
 from pydantic import BaseModel
 
 from ftc.spec.fields import names_of
-from ftc.spec.model import SCALAR_SHORTHANDS, SECTION_ALIASES, section_models, spec_model
+from ftc.spec.model import SECTION_ALIASES, section_models, spec_model
 
 
 def accepted_names(model: type[BaseModel]) -> dict[str, str]:
@@ -79,4 +79,4 @@ def split_override_key(dotted: str) -> tuple[str, ...]:
     return parts
 
 
-__all__ = ["SCALAR_SHORTHANDS", "accepted_names", "leaf_index", "model_at", "split_override_key", "suggest"]
+__all__ = ["accepted_names", "leaf_index", "model_at", "split_override_key", "suggest"]

@@ -7,7 +7,7 @@ import yaml
 from ftc.errors import Location, Problem, SpecError
 from ftc.spec.keys import accepted_names, model_at, split_override_key, suggest
 from ftc.spec.loader import SourceDoc
-from ftc.spec.model import SECTION_ALIASES
+from ftc.spec.model import SCALAR_SHORTHANDS, SECTION_ALIASES
 
 
 def apply_overrides(doc: SourceDoc, overrides: list[str]) -> None:
@@ -81,6 +81,4 @@ def _existing_name(node: dict[str, object], path: tuple[str, ...]) -> str:
 
 
 def _shorthand_key(section: str) -> str:
-    from ftc.spec.model import SCALAR_SHORTHANDS
-
     return SCALAR_SHORTHANDS[section]

@@ -31,6 +31,10 @@ SetOption = Annotated[
 SpecArgument = Annotated[Path, typer.Argument(help="The spec file (YAML).", show_default=False)]
 
 
+def _warn(problem: object) -> None:
+    typer.echo(f"warning: {problem}", err=True)
+
+
 def _fail(error: FtcError) -> typer.Exit:
     typer.echo(f"error: {error}", err=True)
     return typer.Exit(error.exit_code)
@@ -70,7 +74,7 @@ def compile(
     from ftc.compiler.build import compile_spec
 
     try:
-        written = compile_spec(spec, target, output, set_ or [])
+        written = compile_spec(spec, target, output, set_ or [], on_warning=_warn)
     except FtcError as exc:
         raise _fail(exc) from None
     for folder in written:
@@ -92,7 +96,7 @@ def run(
 
     with tempfile.TemporaryDirectory(prefix="ftc-run-") as build:
         try:
-            (folder,) = compile_spec(spec, ["local"], build, set_ or [])
+            (folder,) = compile_spec(spec, ["local"], build, set_ or [], on_warning=_warn)
         except FtcError as exc:
             raise _fail(exc) from None
         output.mkdir(parents=True, exist_ok=True)
@@ -107,9 +111,13 @@ def lint(
         str, typer.Option("--format", "-f", help="text, json, github (workflow annotations) or sarif (code scanning).")
     ] = "text",
     strict: Annotated[bool, typer.Option("--strict", help="Fail on warnings too.")] = False,
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", "-t", help="Also run these targets' checks (repeatable, or 'all')."),
+    ] = None,
     set_: SetOption = None,
 ) -> None:
-    """Check specs: schema errors and cross-field rules.
+    """Check specs: schema errors, cross-field rules and, with --target, the targets' own checks.
 
     Exit 0 when clean (warnings allowed unless --strict), 1 with findings, 2 when a file cannot be read.
     """
@@ -118,7 +126,10 @@ def lint(
     if format not in REPORTERS:
         typer.echo(f"error: --format must be one of {', '.join(REPORTERS)}", err=True)
         raise typer.Exit(2)
-    results = lint_files(specs, set_ or [])
+    try:
+        results = lint_files(specs, set_ or [], target or [])
+    except FtcError as exc:
+        raise _fail(exc) from None
     typer.echo(REPORTERS[format](results), nl=False)
     unreadable = any(f.rule == "FTC000" for r in results for f in r.findings)
     failing = any(f.severity == "error" or strict for r in results for f in r.findings)
@@ -197,7 +208,7 @@ def submit(
 
     with tempfile.TemporaryDirectory(prefix="ftc-submit-") as build:
         try:
-            (folder,) = compile_spec(spec, [target], build, set_ or [])
+            (folder,) = compile_spec(spec, [target], build, set_ or [], on_warning=_warn)
             code = get_backend(target).submit(folder, runtime_args or [], address=address)
         except FtcError as exc:
             raise _fail(exc) from None

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ftc.errors import Location, SpecError, UnreadableSpec
-from ftc.spec.rules import SCHEMA_RULE, UNREADABLE_RULE, Finding, run_rules
+from ftc.spec.rules import SCHEMA_RULE, UNREADABLE_RULE, Finding
 
 
 @dataclass
@@ -28,9 +28,9 @@ class FileResult:
     findings: list[LintedFinding] = field(default_factory=list)
 
 
-def lint_file(path: Path, overrides: list[str]) -> FileResult:
-    """Every finding for one spec file: unreadable input, schema errors, or rule findings."""
-    from ftc.compiler.build import load_resolved
+def lint_file(path: Path, overrides: list[str], targets: list[str] | None = None) -> FileResult:
+    """Every finding for one spec file: unreadable input, schema errors, or rule and target findings."""
+    from ftc.compiler.build import expand_targets, findings_for, load_resolved, plan_for
 
     result = FileResult(str(path))
     try:
@@ -43,13 +43,14 @@ def lint_file(path: Path, overrides: list[str]) -> FileResult:
         for p in exc.problems:
             result.findings.append(LintedFinding(p.location, SCHEMA_RULE, "error", p.key, p.message))
         return result
-    for f in run_rules(resolved):
+    plans = [plan_for(resolved, t, Path(".")) for t in expand_targets(targets or [])]
+    for f in findings_for(resolved, plans):
         result.findings.append(_located(resolved.doc.locate(f.path), f))
     return result
 
 
-def lint_files(paths: list[Path], overrides: list[str]) -> list[FileResult]:
-    return [lint_file(p, overrides) for p in paths]
+def lint_files(paths: list[Path], overrides: list[str], targets: list[str] | None = None) -> list[FileResult]:
+    return [lint_file(p, overrides, targets) for p in paths]
 
 
 def _located(location: Location, f: Finding) -> LintedFinding:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ftc import __version__
 from ftc.backends.registry import backends, get_backend
-from ftc.compiler.plan import build_plan
+from ftc.compiler.plan import Plan, build_plan
 from ftc.compiler.resolve import CONFIG_NAME, Resolved, resolve
 from ftc.compiler.write import Artifact, manifest, write_builds
 from ftc.errors import CompileError, Problem, SpecError
@@ -40,42 +41,61 @@ def expand_targets(targets: list[str]) -> list[str]:
     return list(dict.fromkeys(targets))
 
 
-def build_artifacts(resolved: Resolved, target: str, out_dir: Path) -> tuple[list[Artifact], list[Finding]]:
-    """The files of one target and the target's own findings."""
+def plan_for(resolved: Resolved, target: str, out_dir: Path) -> Plan:
+    """The plan of one target whose files go to `out_dir/<target>/`."""
+    base_dir = os.path.relpath(resolved.doc.base_dir, (out_dir / target).resolve())
+    return build_plan(resolved, target, base_dir)
+
+
+def findings_for(resolved: Resolved, plans: list[Plan]) -> list[Finding]:
+    """The spec's rule findings plus each target's own, less those the spec's lint.ignore silences."""
+    findings = run_rules(resolved)
+    for plan in plans:
+        findings += get_backend(plan.target).check(plan)
+    ignored = resolved.spec.lint.ignore
+    return [f for f in findings if f.rule not in ignored]
+
+
+def render_plan(plan: Plan) -> list[Artifact]:
+    """The files of one target: its rendered templates, the runtime's config and the manifest."""
     from ftc.compiler.render import render_target, to_json  # jinja only when rendering, not for lint
 
-    backend = get_backend(target)
-    target_dir = out_dir / target
-    base_dir = os.path.relpath(resolved.doc.base_dir, target_dir.resolve())
-    plan = build_plan(resolved, target, base_dir)
-    findings = backend.check(plan)
+    backend = get_backend(plan.target)
     artifacts = render_target(backend, backend.variables(plan))
     artifacts.append(Artifact(CONFIG_NAME, (to_json(plan.config) + "\n").encode()))
     header = {
         "generated_by": f"ftc {__version__}",
         "spec": plan.config["ftc"]["spec"],
-        "spec_sha256": resolved.doc.sha256,
-        "target": target,
+        "spec_sha256": plan.resolved.doc.sha256,
+        "target": plan.target,
     }
     artifacts.append(manifest(artifacts, header))
-    return artifacts, findings
+    return artifacts
+
+
+def as_problem(resolved: Resolved, finding: Finding) -> Problem:
+    return Problem(resolved.doc.locate(finding.path), finding.key, f"{finding.message} [{finding.rule}]")
 
 
 def compile_spec(
-    spec_path: str | Path, targets: list[str], out_dir: str | Path, overrides: list[str] | None = None
+    spec_path: str | Path,
+    targets: list[str],
+    out_dir: str | Path,
+    overrides: list[str] | None = None,
+    on_warning: Callable[[Problem], None] | None = None,
 ) -> list[Path]:
-    """Compile a spec for `targets` into `out_dir/<target>/`; nothing is written unless all succeed."""
+    """Compile a spec for `targets` into `out_dir/<target>/`; nothing is written unless all succeed.
+
+    Error findings (rules and target checks) stop the compile; warnings go to `on_warning`.
+    """
     resolved = load_resolved(spec_path, overrides)
     out = Path(out_dir)
-    findings = run_rules(resolved)
-    builds = {}
-    for target in expand_targets(targets):
-        artifacts, target_findings = build_artifacts(resolved, target, out)
-        findings += target_findings
-        builds[target] = artifacts
-    errors = [f for f in findings if f.severity == "error"]
+    plans = [plan_for(resolved, target, out) for target in expand_targets(targets)]
+    findings = findings_for(resolved, plans)
+    errors = [as_problem(resolved, f) for f in findings if f.severity == "error"]
     if errors:
-        raise SpecError(
-            [Problem(resolved.doc.locate(f.path), f.key, f"{f.message} [{f.rule}]") for f in errors]
-        )
-    return write_builds(out, builds)
+        raise SpecError(errors)
+    if on_warning is not None:
+        for f in findings:
+            on_warning(as_problem(resolved, f))
+    return write_builds(out, {plan.target: render_plan(plan) for plan in plans})

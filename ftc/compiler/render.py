@@ -54,12 +54,18 @@ def template_folder(backend: Backend) -> Path:
 
 
 def render_target(backend: Backend, variables: dict[str, Any]) -> list[Artifact]:
-    """Render every `*.j2` template of a backend; a file starting with `#!` becomes executable."""
+    """Render every `*.j2` template of a backend; a file starting with `#!` becomes executable.
+
+    A template that renders to whitespace only (its target does not need the file for this spec)
+    writes no file.
+    """
     folder = template_folder(backend)
     artifacts = []
     for path in sorted(folder.rglob("*.j2")):
         name = path.relative_to(folder).as_posix()
         text = environment(folder).get_template(name).render(**variables)
+        if not text.strip():
+            continue
         mode = 0o755 if text.startswith("#!") else 0o644
         artifacts.append(Artifact(name.removesuffix(".j2"), text.encode("utf-8"), mode))
     return artifacts

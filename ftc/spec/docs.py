@@ -483,6 +483,7 @@ __all__ = [
     "DocParam",
     "OUTPUTS",
     "REGENERATE",
+    "TASK_TITLES",
     "aml_type",
     "default_value",
     "enum_values",
@@ -490,7 +491,9 @@ __all__ = [
     "iter_params",
     "markdown_table",
     "render_reference",
+    "render_rules",
     "render_task_docs",
+    "task_description",
     "task_groups",
 ]
 

@@ -1,0 +1,420 @@
+"""The azureml target: a command component with the seeds' input names, a pipeline job around it, an environment.
+
+`component.yaml` is a command component whose inputs are the spec's parameters (names, types, enums
+and descriptions as in the Azure ML finetune components, defaults from the resolved spec) and whose
+command runs the shared runtime on `ftc.resolved.json`, shipped in the component's code folder (the
+build folder itself). `pipeline.yaml` runs it on serverless compute or a named cluster with the spec's
+nodes and processes per node. `environment/conda.yaml` installs ftc's runtime when the spec names no
+registered environment. `submit` creates the pipeline job with azure-ai-ml's MLClient; azure is
+imported there only, never when compiling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from ftc import __version__
+from ftc.backends import _azureml_component as aml
+from ftc.backends.base import Backend
+from ftc.compiler.plan import Plan
+from ftc.errors import FtcError
+from ftc.spec.fields import Flag, Section, param
+from ftc.spec.peek import local_path
+from ftc.spec.rules import Finding
+
+DEFAULT_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04"
+# Registered environments: azureml:<name>:<version>, azureml:<name>@<label>, or an ARM / registry id.
+ENVIRONMENT_REF = re.compile(
+    r"^(azureml:[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+|@[A-Za-z0-9_.-]+)"
+    r"|azureml://registries/[^/\s]+/environments/[^/\s]+/(versions/[^/\s]+|labels/[^/\s]+)"
+    r"|/subscriptions/\S+/environments/[^/\s]+/versions/[^/\s]+)$"
+)
+# A model given as a hub id (org/name) rather than a path or a URI.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+WORKSPACE_ID = re.compile(
+    r"^/subscriptions/(?P<subscription_id>[^/]+)/resourceGroups/(?P<resource_group>[^/]+)"
+    r"/providers/Microsoft\.MachineLearningServices/workspaces/(?P<workspace_name>[^/]+)/?$",
+    re.I,
+)
+WORKSPACE_FILE = "workspace.json"
+WORKSPACE_KEYS = ("subscription_id", "resource_group", "workspace_name")
+AUTH_SCOPE = "https://management.azure.com/.default"
+AUTH_TIMEOUT_S = 60.0
+
+
+class AzuremlOptions(Section):
+    """Settings of the Azure ML target (component.yaml, pipeline.yaml, environment/)."""
+
+    component_name: str | None = param(
+        None,
+        "Name of the component; default: the spec's name (<task>_finetune) in lower case, other characters as '_'.",
+    )
+    component_version: str = param("0.0.1", "Version of the component.", min_length=1, max_length=64)
+    display_name: str | None = param(None, "Display name of the component and the job; default: '<Task> Finetune'.")
+    is_deterministic: Flag = param(True, "Whether Azure ML may reuse the outputs of an identical earlier run.")
+    environment: str | None = param(
+        None,
+        "A registered environment (azureml:<name>:<version>, azureml:<name>@latest or "
+        "azureml://registries/<registry>/environments/<name>/versions/<version>); when unset, the image "
+        "below with the build's environment/conda.yaml.",
+    )
+    image: str = param(DEFAULT_IMAGE, "Base image of the generated environment.", min_length=1)
+    python_version: str = param("3.11", "Python version of the generated environment.", pattern=r"^3\.[0-9]+$")
+    ftc_requirement: str = param(
+        f"ftc[train]=={__version__}", "pip requirement that installs ftc's runtime in the generated environment.", min_length=1
+    )
+    pip_packages: list[str] = param(
+        description="More pip requirements of the generated environment (MLflow logging to the workspace).",
+        default_factory=lambda: ["mlflow", "azureml-mlflow"],
+    )
+    experiment_name: str | None = param(
+        None, "Experiment of the pipeline job; default: tracking.experiment_name, else the spec's name."
+    )
+    output_mode: Literal["mount", "upload"] = param(
+        "mount", "How the outputs are written: mount (rw_mount) or upload at the end. Multi-node needs mount."
+    )
+    feeds_model_evaluation: Flag = param(
+        False,
+        "The output feeds an Azure ML model evaluation component; with apply_lora, merge_lora_weights must then be true.",
+    )
+    subscription_id: str | None = param(None, "Workspace subscription for `ftc submit`; default: config.json or AZURE_SUBSCRIPTION_ID.")
+    resource_group: str | None = param(None, "Workspace resource group for `ftc submit`; default: config.json or AZURE_RESOURCE_GROUP.")
+    workspace_name: str | None = param(None, "Workspace name for `ftc submit`; default: config.json or AZUREML_WORKSPACE_NAME.")
+
+
+class AzuremlSubmitError(FtcError):
+    """`ftc submit --target azureml` cannot go on: no workspace, no credentials, or Azure ML refused the job."""
+
+    exit_code = 2
+
+
+class AzuremlBackend(Backend):
+    name = "azureml"
+    summary = "component.yaml + pipeline.yaml: Azure ML command component (the seeds' input names) and its pipeline job"
+    Options = AzuremlOptions
+
+    def variables(self, plan: Plan) -> dict[str, Any]:
+        inputs = aml.component_inputs(plan)
+        opts: AzuremlOptions = plan.options  # type: ignore[assignment]
+        return {
+            "generated_by": plan.generated_by,
+            "component": aml.build_component(plan, inputs),
+            "pipeline": aml.build_pipeline(plan, inputs),
+            "conda": aml.build_conda(plan),
+            "registered_environment": opts.environment,
+            "workspace": {
+                "generated_by": plan.generated_by,
+                **{key: getattr(opts, key) for key in WORKSPACE_KEYS},
+            },
+        }
+
+    def check(self, plan: Plan) -> list[Finding]:
+        inputs = aml.component_inputs(plan)
+        component = aml.build_component(plan, inputs)
+        findings = [self._finding(plan, p, {i.name: i.path for i in inputs}) for p in aml.check_component(component)]
+        return findings + list(_plan_findings(plan))
+
+    @staticmethod
+    def _finding(plan: Plan, problem: aml.ComponentProblem, origins: dict[str, tuple[str, ...]]) -> Finding:
+        path: tuple[str, ...]
+        if problem.where == "name":
+            if plan.options.component_name:  # type: ignore[attr-defined]
+                path = ("targets", "azureml", "component_name")
+            else:
+                path = ("name",) if plan.spec.name else ("task",)
+        elif problem.input in origins:
+            path = origins[problem.input]  # type: ignore[index]
+        else:
+            path = ("targets", "azureml")
+        return Finding(problem.rule, problem.severity, path, problem.message)  # type: ignore[arg-type]
+
+    def submit(self, build_dir: Path, args: list[str], address: str | None = None) -> int:
+        """Create the pipeline job of `build_dir` in the workspace; `address` may be a workspace ARM id."""
+        return submit_pipeline(Path(build_dir), args, address)
+
+
+# --- Azure ML's own rules (seeds 000-002, params-inventory §2) -----------------------------------
+
+
+def _plan_findings(plan: Plan) -> list[Finding]:
+    s, opts = plan.spec, plan.options
+    out: list[Finding] = []
+    if opts.feeds_model_evaluation and s.lora.apply_lora and not s.lora.merge_lora_weights:  # type: ignore[attr-defined]
+        out.append(
+            Finding.error(
+                "FTC510",
+                ("lora", "merge_lora_weights"),
+                "must be true with apply_lora when the output feeds model evaluation (targets.azureml."
+                "feeds_model_evaluation): the evaluation component loads a full model, not an adapter",
+            )
+        )
+    out += _zero3_gather(plan)
+    if s.resources.nodes > 1 and opts.output_mode != "mount":  # type: ignore[attr-defined]
+        out.append(
+            Finding.error(
+                "FTC512",
+                ("targets", "azureml", "output_mode"),
+                f"is {opts.output_mode} but multi-node training (nodes: {s.resources.nodes}) needs mount",  # type: ignore[attr-defined]
+            )
+        )
+    model = s.model.model_selector_output
+    if _looks_like_hub_id(model) and local_path(plan.resolved.doc.base_dir, model) is None:
+        out.append(
+            Finding.warning(
+                "FTC513",
+                ("model", "model_selector_output"),
+                f"{model!r} looks like a hub id, but model_selector_output is a uri_folder input: give a local "
+                "folder (uploaded at submission), an azureml: model or data asset, or a storage URI",
+            )
+        )
+    tokenizer = s.model.tokenizer_name
+    if tokenizer and local_path(plan.resolved.doc.base_dir, tokenizer) is not None and not os.path.isabs(tokenizer):
+        out.append(
+            Finding.warning(
+                "FTC513",
+                ("model", "tokenizer_name"),
+                f"{tokenizer!r} is a local folder that is not shipped to Azure ML; put the tokenizer in the model folder",
+            )
+        )
+    if s.resources.instance_type and aml.compute_setting(plan) != "serverless":
+        out.append(
+            Finding.warning(
+                "FTC514",
+                ("resources", "instance_type"),
+                f"applies to serverless compute only; the named cluster {s.resources.compute!r} decides the instance type",
+            )
+        )
+    if s.env.secrets:
+        out.append(
+            Finding.warning(
+                "FTC515",
+                ("env", "secrets"),
+                "secrets are not forwarded to Azure ML jobs; read them from the workspace key vault or a "
+                "workspace connection in the job",
+            )
+        )
+    env = opts.environment  # type: ignore[attr-defined]
+    if env and not ENVIRONMENT_REF.match(env):
+        out.append(
+            Finding.error(
+                "FTC516",
+                ("targets", "azureml", "environment"),
+                f"{env!r} is not a registered environment reference: use azureml:<name>:<version>, "
+                "azureml:<name>@latest or azureml://registries/<registry>/environments/<name>/versions/<version>",
+            )
+        )
+    return out
+
+
+def _looks_like_hub_id(value: str) -> bool:
+    return bool(_HUB_ID.match(value)) and not value.startswith((".", "/", "~")) and "://" not in value
+
+
+def _zero3_gather(plan: Plan) -> list[Finding]:
+    """ZeRO-3 saves one consolidated model only with stage3_gather_16bit_weights_on_model_save (Azure ML ft.py)."""
+    ds = plan.spec.deepspeed
+    if not (ds.apply_deepspeed and ds.deepspeed):
+        return []
+    path = local_path(plan.resolved.doc.base_dir, ds.deepspeed)
+    if path is None or not path.is_file():
+        return []
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return [Finding.error("FTC511", ("deepspeed", "deepspeed"), f"{path.name} is not a readable JSON DeepSpeed config: {exc}")]
+    zero = config.get("zero_optimization") if isinstance(config, dict) else None
+    if not isinstance(zero, dict) or str(zero.get("stage")) != "3":
+        return []
+    gather = zero.get("stage3_gather_16bit_weights_on_model_save", zero.get("gather_16bit_weights_on_model_save"))
+    if gather is True or str(gather).lower() == "true":
+        return []
+    return [
+        Finding.error(
+            "FTC511",
+            ("deepspeed", "deepspeed"),
+            f"{path.name} uses ZeRO stage 3 without zero_optimization.stage3_gather_16bit_weights_on_model_save: "
+            "true, so no consolidated model would be saved; set it to true",
+        )
+    ]
+
+
+# --- submit ---------------------------------------------------------------------------------------
+
+
+def workspace_of(options: dict[str, Any], address: str | None, env: dict[str, str]) -> dict[str, str] | None:
+    """subscription_id / resource_group / workspace_name from --address (an ARM id), the spec, or the
+    environment; None when incomplete (then config.json is tried)."""
+    if address:
+        m = WORKSPACE_ID.match(address.strip())
+        if not m:
+            raise AzuremlSubmitError(
+                f"--address {address!r} is not a workspace id "
+                "(/subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.MachineLearningServices/workspaces/<name>)"
+            )
+        return m.groupdict()
+    found = {
+        "subscription_id": options.get("subscription_id") or env.get("AZURE_SUBSCRIPTION_ID"),
+        "resource_group": options.get("resource_group") or env.get("AZURE_RESOURCE_GROUP") or env.get("AZUREML_RESOURCE_GROUP"),
+        "workspace_name": options.get("workspace_name") or env.get("AZUREML_WORKSPACE_NAME"),
+    }
+    return found if all(found.values()) else None  # type: ignore[return-value]
+
+
+def find_config_json(start: Path) -> Path | None:
+    """The standard workspace config: config.json or .azureml/config.json here or in a parent folder."""
+    for folder in (start, *start.parents):
+        for candidate in (folder / "config.json", folder / ".azureml" / "config.json"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _credential(timeout: float) -> Any:
+    """A credential that has proven it can get a token, or AzuremlSubmitError saying what to set up."""
+    try:
+        from azure.identity import DefaultAzureCredential
+    except ImportError:
+        raise AzuremlSubmitError("azure-identity is not installed: pip install 'ftc[azureml]' azure-identity") from None
+    credential = DefaultAzureCredential()
+    result: dict[str, Any] = {}
+
+    def probe() -> None:
+        try:
+            credential.get_token(AUTH_SCOPE)
+            result["ok"] = True
+        except Exception as exc:  # noqa: BLE001 - every credential failure is reported the same way
+            result["error"] = exc
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if result.get("ok"):
+        return credential
+    if "error" in result:
+        first = str(result["error"]).strip().splitlines()[0] if str(result["error"]).strip() else type(result["error"]).__name__
+        reason = f"no Azure credentials were found ({first})"
+    else:
+        reason = f"getting an Azure token took longer than {timeout:.0f} s"
+    raise AzuremlSubmitError(
+        f"{reason}. Sign in with `az login`, or set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET "
+        "for a service principal, or run where a managed identity is available."
+    )
+
+
+def _job_input_overrides(component: dict[str, Any], args: list[str]) -> dict[str, str]:
+    """Runtime arguments (`--<parameter> VALUE`) as values of the component's inputs."""
+    from ftc.spec.keys import leaf_index
+
+    by_arg: dict[str, str] = {}
+    command = str(component.get("command", ""))
+    for name in component.get("inputs", {}):
+        for m in re.finditer(r"--([A-Za-z0-9_.]+) '\$\{\{inputs\." + re.escape(name) + r"\}\}'", command):
+            by_arg[m.group(1)] = name
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise AzuremlSubmitError(f"unexpected argument {arg!r}; runtime parameters are given as --name value")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                value, i = "true", i + 1
+            else:
+                value, i = args[i + 1], i + 2
+        else:
+            i += 1
+        name = key
+        if name not in by_arg and name in leaf_index():
+            section, primary = leaf_index()[name]
+            name = primary if primary in by_arg else f"{section}.{primary}"
+        if name not in by_arg:
+            raise AzuremlSubmitError(
+                f"--{key} is not an input of the Azure ML component (outputs and resources are set in pipeline.yaml)"
+            )
+        out[by_arg[name]] = value
+    return out
+
+
+def typed_value(spec: dict[str, Any], name: str, text: str) -> Any:
+    """A command-line value as the input's type: int, float, a data Input, or the text."""
+    kind = spec.get("type")
+    try:
+        if kind == "integer":
+            return int(text)
+        if kind == "number":
+            return float(text)
+    except ValueError:
+        raise AzuremlSubmitError(f"--{name} {text!r}: the input is of type {kind}") from None
+    if kind in ("uri_file", "uri_folder"):
+        from azure.ai.ml import Input
+
+        return Input(type=kind, path=text)
+    return text
+
+
+def prepare_job(build_dir: Path, args: list[str]) -> Any:
+    """pipeline.yaml loaded with azure-ai-ml, runtime arguments bound to the node's inputs, validated."""
+    import yaml
+
+    try:
+        from azure.ai.ml import load_job
+    except ImportError:
+        raise AzuremlSubmitError("azure-ai-ml is not installed: pip install 'ftc[azureml]'") from None
+    component = yaml.safe_load((build_dir / "component.yaml").read_text(encoding="utf-8"))
+    overrides = _job_input_overrides(component, args)
+    job = load_job(build_dir / "pipeline.yaml")
+    node = job.jobs[aml.STEP]
+    for name, text in overrides.items():
+        setattr(node.inputs, name, typed_value(component["inputs"][name], name, text))
+    result = job._validate()
+    if not result.passed:
+        raise AzuremlSubmitError(f"the pipeline job is not valid: {result.error_messages}")
+    return job
+
+
+def submit_pipeline(build_dir: Path, args: list[str], address: str | None = None, *, timeout: float | None = None) -> int:
+    """Load pipeline.yaml, bind runtime arguments to inputs, and create the job in the workspace."""
+    options = _spec_options(build_dir)
+    workspace = workspace_of(options, address, dict(os.environ))
+    config_json = None if workspace else find_config_json(Path.cwd())
+    if workspace is None and config_json is None:
+        raise AzuremlSubmitError(
+            "no Azure ML workspace: set targets.azureml.subscription_id, resource_group and workspace_name, "
+            "or AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and AZUREML_WORKSPACE_NAME, or put the workspace's "
+            "config.json in this folder, or pass --address <workspace ARM id>"
+        )
+    job = prepare_job(build_dir, args)
+    wait = float(os.environ.get("FTC_AZURE_AUTH_TIMEOUT", AUTH_TIMEOUT_S)) if timeout is None else timeout
+    credential = _credential(wait)
+    from azure.ai.ml import MLClient
+
+    try:
+        if workspace is not None:
+            client = MLClient(credential, **workspace)
+        else:
+            client = MLClient.from_config(credential, path=str(config_json))
+        created = client.jobs.create_or_update(job, experiment_name=job.experiment_name)
+    except Exception as exc:  # noqa: BLE001 - the SDK's errors are many; each is reported with its message
+        raise AzuremlSubmitError(f"Azure ML refused the job: {type(exc).__name__}: {exc}") from None
+    print(f"submitted {created.name} to {client.workspace_name}")
+    if getattr(created, "studio_url", None):
+        print(created.studio_url)
+    return 0
+
+
+def _spec_options(build_dir: Path) -> dict[str, Any]:
+    """The workspace the spec names (targets.azureml), as compiled into workspace.json."""
+    path = build_dir / WORKSPACE_FILE
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {k: data.get(k) for k in WORKSPACE_KEYS}
+
+
+BACKEND = AzuremlBackend

@@ -35,6 +35,9 @@ schema: install
 
 docs: install
 	$(FTC) docs > docs/parameters.md
+	$(FTC) docs --rules > docs/rules.md
+	mkdir -p docs/targets
+	for t in $$($(FTC) targets | cut -d' ' -f1); do $(FTC) docs --target $$t > docs/targets/$$t.md; done
 
 clean:
 	rm -rf build runs

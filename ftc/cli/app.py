@@ -154,6 +154,7 @@ def explain(spec: SpecArgument, set_: SetOption = None) -> None:
 def docs(
     task: Annotated[str | None, typer.Option("--task", help="Tables for one task, in the Azure ML component layout.")] = None,
     rules: Annotated[bool, typer.Option("--rules", help="The lint rules: id, severity and what each checks.")] = False,
+    target: Annotated[str | None, typer.Option("--target", help="The page of one target, with a worked example.")] = None,
 ) -> None:
     """Print the parameter documentation, generated from the schema (the reference, one task's tables, or the rules)."""
     from ftc.spec import docs as spec_docs
@@ -161,6 +162,15 @@ def docs(
 
     if rules:
         typer.echo(spec_docs.render_rules(), nl=False)
+        return
+    if target is not None:
+        from ftc.compiler.target_docs import render_target_docs
+
+        try:
+            typer.echo(render_target_docs(target), nl=False)
+        except KeyError as exc:
+            typer.echo(f"error: {exc.args[0]}", err=True)
+            raise typer.Exit(2) from None
         return
     if task is None:
         typer.echo(spec_docs.render_reference(), nl=False)

@@ -340,7 +340,7 @@ def _task_row(p: DocParam, task: str) -> tuple[str, ...]:
     )
 
 
-def _reference_row(p: DocParam) -> tuple[str, ...]:
+def reference_row(p: DocParam) -> tuple[str, ...]:
     return (
         p.key,
         reference_description(p),
@@ -473,7 +473,7 @@ def render_reference() -> str:
             intro = " ".join([_section_doc(name), *_section_notes(name)]).strip()
             if intro:
                 out.append(f"{intro}\n")
-        out.append(markdown_table(COLUMNS, [_reference_row(p) for p in rows]))
+        out.append(markdown_table(COLUMNS, [reference_row(p) for p in rows]))
     return "\n".join(out)
 
 
@@ -490,6 +490,7 @@ __all__ = [
     "format_value",
     "iter_params",
     "markdown_table",
+    "reference_row",
     "render_reference",
     "render_rules",
     "render_task_docs",

@@ -1,0 +1,478 @@
+"""The slurm target: a batch script for sbatch that starts torchrun on every node with one srun.
+
+`job.sbatch` holds every option as a literal `#SBATCH` line (no shell variables there: SLURM
+never expands them), so it can be submitted again with a bare `sbatch`. The body sets up the
+environment (modules, a venv or conda env, env.vars), then runs one srun task per node, each
+starting `python -m torch.distributed.run` with c10d rendezvous on the first node of the
+allocation. With `requeue`, the job asks SLURM for a signal before its time limit, the training
+processes write a checkpoint and stop (ftc/runtime/preemption.py), and the script requeues the
+job, which resumes from that checkpoint.
+
+`ftc submit SPEC --target slurm [--address CLUSTER]` runs `sbatch --parsable` (with `--clusters`)
+and prints the job id. The job needs the build folder while it runs: a build in the temporary
+folder (where `ftc submit` compiles) is first copied to `<spec folder>/.ftc-slurm/`.
+
+Checks (`ftc lint --target slurm`, and every compile):
+
+- FTC301 error, GPUs asked for with resources.device cpu
+- FTC302 error, resources.device gpu with gpus_per_node 0
+- FTC303 error/warning, processes_per_node larger/smaller than gpus_per_node
+- FTC304 warning, requeue without periodic checkpoints (evaluation_strategy no)
+- FTC305 warning, signal_seconds not shorter than the time limit
+- FTC306 warning, signal settings without requeue
+- FTC307 error, both venv and conda_env
+- FTC308 error, venv or conda_env with container_image
+- FTC309 warning, container_mounts without container_image
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
+
+from ftc.backends.base import Backend
+from ftc.compiler.plan import Plan
+from ftc.spec.fields import Flag, Section, param
+from ftc.spec.rules import Finding
+
+JOB_SCRIPT = "job.sbatch"
+CONFIG_NAME = "ftc.resolved.json"
+DEFAULT_PORT_BASE = 29500  # master_port unset: 29500 + job id % 2000, below Linux's ephemeral ports
+PORT_SPREAD = 2000
+
+# Characters that end or split an #SBATCH line, or that a terminal may show as one: refused in values.
+_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+_BARE_WORD = re.compile(r"^[A-Za-z0-9_.,:%@+=/\-\[\]]+$")
+
+_TIME_FORMATS = "minutes (30), minutes:seconds (30:00), hours:minutes:seconds (04:00:00), days-hours (1-0), days-hours:minutes (1-00:00) or days-hours:minutes:seconds (1-00:00:00)"
+_TIME = re.compile(
+    r"^(?:(?P<m1>\d+)"
+    r"|(?P<m2>\d+):(?P<s2>\d{1,2})"
+    r"|(?P<h3>\d+):(?P<m3>\d{1,2}):(?P<s3>\d{1,2})"
+    r"|(?P<d4>\d+)-(?P<h4>\d{1,2})"
+    r"|(?P<d5>\d+)-(?P<h5>\d{1,2}):(?P<m5>\d{1,2})"
+    r"|(?P<d6>\d+)-(?P<h6>\d{1,2}):(?P<m6>\d{1,2}):(?P<s6>\d{1,2}))$"
+)
+_UNLIMITED = ("UNLIMITED", "INFINITE")
+
+
+def time_seconds(text: str) -> int | None:
+    """Seconds of a SLURM time limit in one of its formats; None for UNLIMITED or a bad value."""
+    match = _TIME.match(text)
+    if match is None:
+        return None
+    g = {k: int(v) for k, v in match.groupdict().items() if v is not None}
+    days = g.get("d4", g.get("d5", g.get("d6", 0)))
+    hours = g.get("h3", g.get("h4", g.get("h5", g.get("h6", 0))))
+    minutes = g.get("m1", g.get("m2", g.get("m3", g.get("m5", g.get("m6", 0)))))
+    seconds = g.get("s2", g.get("s3", g.get("s6", 0)))
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def _slurm_time(value: Any) -> Any:
+    """A SLURM time limit, as text; refuses `4h` and numbers YAML may have read from 4:00:00."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a SLURM time limit: {_TIME_FORMATS}")
+    if isinstance(value, int):
+        if 0 < value < 60:
+            return str(value)
+        raise ValueError(
+            f"is the number {value}: write the time limit as text, e.g. \"04:00:00\" or \"{value}\" (minutes); "
+            "YAML reads an unquoted 4:00:00 as the number 14400"
+        )
+    if not isinstance(value, str):
+        raise ValueError(f"expected a SLURM time limit: {_TIME_FORMATS}")
+    text = value.strip()
+    if text.upper() in _UNLIMITED:
+        return text.upper()
+    match = _TIME.match(text)
+    if match is None:
+        raise ValueError(f"{value!r} is not a SLURM time limit; expected {_TIME_FORMATS}")
+    g = {k: int(v) for k, v in match.groupdict().items() if v is not None}
+    if any(g.get(k, 0) > 59 for k in ("s2", "s3", "s6", "m3", "m5", "m6")) or any(
+        g.get(k, 0) > 23 for k in ("h4", "h5", "h6")
+    ):
+        raise ValueError(f"{value!r} is out of range: minutes and seconds go up to 59, hours after days up to 23")
+    if time_seconds(text) == 0:
+        raise ValueError("a time limit of 0 means no limit to SLURM; write UNLIMITED if that is meant")
+    return text
+
+
+def _one_line(value: str) -> str:
+    if _LINE_BREAKING.search(value):
+        raise ValueError("must be one line: newlines and other control characters cannot be written in a job script")
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _directive(value: str) -> str:
+    _one_line(value)
+    if not value.startswith("--") or len(value) < 3 or value[2] in " =":
+        raise ValueError(f"{value!r} is not an sbatch long option; write it as --option=value (e.g. --mail-type=END)")
+    return value
+
+
+OneLine = Annotated[str, AfterValidator(_one_line)]
+SlurmTime = Annotated[
+    str,
+    BeforeValidator(_slurm_time),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "string",
+                    "pattern": r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d{1,2}(:\d{1,2}){0,2}|UNLIMITED|INFINITE)$",
+                },
+                {"type": "integer", "minimum": 1, "maximum": 59},
+            ]
+        }
+    ),
+]
+Directive = Annotated[str, AfterValidator(_directive)]
+
+
+class SlurmOptions(Section):
+    """Settings of the slurm target (job.sbatch for sbatch)."""
+
+    python: OneLine = param(
+        "python3",
+        "Python interpreter with ftc[train] installed, on the compute nodes (after modules and venv/conda are set "
+        "up); the FTC_PYTHON environment variable overrides it.",
+    )
+    partition: OneLine | None = param(None, "Partition to run in (#SBATCH --partition); the cluster's default when unset.")
+    account: OneLine | None = param(None, "Account charged for the job (#SBATCH --account).")
+    qos: OneLine | None = param(None, "Quality of service (#SBATCH --qos).")
+    constraint: OneLine | None = param(None, "Node features the job needs, e.g. a100&ib (#SBATCH --constraint).")
+    time: SlurmTime | None = param(
+        None,
+        "Time limit (#SBATCH --time) in a SLURM format: minutes, minutes:seconds, hours:minutes:seconds, days-hours, "
+        "days-hours:minutes or days-hours:minutes:seconds (\"04:00:00\", \"1-00:00:00\", \"30\"). Quote it in YAML. "
+        "The partition's default when unset.",
+    )
+    gpus_per_node: int | None = param(
+        None,
+        "GPUs per node (#SBATCH --gpus-per-node). Default: resources.processes_per_node when resources.device is "
+        "gpu, else 0 (no GPU requested).",
+        ge=0,
+    )
+    exclusive: Flag = param(False, "Ask for whole nodes, shared with no other job (#SBATCH --exclusive).")
+    output: OneLine = param(
+        "%x-%j.out",
+        "File for the job's standard output (#SBATCH --output), relative to the folder sbatch runs in; %x is the "
+        "job name, %j the job id.",
+    )
+    error: OneLine | None = param(
+        None, "File for the job's standard error (#SBATCH --error); with the output when unset."
+    )
+    extra_directives: list[Directive] = param(
+        description="More sbatch options, each written as a literal #SBATCH line: [\"--mail-type=END\", \"--comment=x\"].",
+        default_factory=list,
+    )
+    modules: list[OneLine] = param(
+        description="Environment modules to load before training (module load NAME), in order.",
+        name="modules",
+        aliases=("module_loads",),
+        default_factory=list,
+    )
+    venv: OneLine | None = param(
+        None,
+        "A Python virtual environment to activate on the compute nodes (its folder; relative to the spec file).",
+    )
+    conda_env: OneLine | None = param(None, "A conda environment to activate on the compute nodes (name or prefix).")
+    container_image: OneLine | None = param(
+        None,
+        "Run the training processes in this container image with pyxis/enroot (srun --container-image), "
+        "e.g. nvcr.io#nvidia/pytorch:24.05-py3.",
+    )
+    container_mounts: list[OneLine] = param(
+        description="Mounts for the container (srun --container-mounts SRC:DST): the spec's folder and the build "
+        "folder must be visible at the same paths inside it.",
+        default_factory=list,
+    )
+    requeue: Flag = param(
+        False,
+        "Handle preemption and time limits: #SBATCH --requeue and --signal; on the signal the training processes "
+        "write a checkpoint and stop, the job requeues itself and resumes from that checkpoint.",
+    )
+    signal: Literal["USR2", "USR1"] = param(
+        "USR2",
+        "Signal SLURM sends signal_seconds before the time limit when requeue is on (USR2: NCCL may use USR1).",
+    )
+    signal_seconds: int = param(
+        120, "Seconds before the time limit at which the signal is sent; enough to write a checkpoint.", ge=1, le=65535
+    )
+    master_port: int | None = param(
+        None,
+        "TCP port of the rendezvous on the first node. Default: 29500 + job id % 2000, so jobs that share a node "
+        "do not collide.",
+        ge=1024,
+        le=65535,
+    )
+
+
+def sbatch_word(value: str) -> str:
+    """`value` as one argument of an #SBATCH line: bare when safe, else in double quotes.
+
+    sbatch splits directive lines itself (not the shell): whitespace separates, `#` starts a
+    comment, double or single quotes group, and a backslash escapes the next character. Nothing
+    is expanded. A line break cannot be quoted, so it is refused.
+    """
+    if _LINE_BREAKING.search(value):
+        raise ValueError(f"{value!r} cannot be written in an #SBATCH line (it holds a line break or control character)")
+    if value and _BARE_WORD.match(value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def gpus_per_node(plan: Plan) -> int:
+    options: SlurmOptions = plan.options  # type: ignore[assignment]
+    if options.gpus_per_node is not None:
+        return options.gpus_per_node
+    res = plan.spec.resources
+    return res.processes_per_node if res.device == "gpu" else 0
+
+
+def cpus_per_task(plan: Plan) -> int:
+    """One task per node runs all of the node's processes: it gets all of their CPUs."""
+    res = plan.spec.resources
+    return (res.cpus_per_process or 1) * res.processes_per_node
+
+
+def directives(plan: Plan) -> list[str]:
+    """The #SBATCH options, in order, each as it is written after `#SBATCH `."""
+    o: SlurmOptions = plan.options  # type: ignore[assignment]
+    res = plan.spec.resources
+    lines = [
+        f"--job-name={sbatch_word(plan.name)}",
+        f"--nodes={res.nodes}",
+        "--ntasks-per-node=1",
+        f"--cpus-per-task={cpus_per_task(plan)}",
+    ]
+    gpus = gpus_per_node(plan)
+    if gpus > 0:
+        lines.append(f"--gpus-per-node={gpus}")
+    if res.memory:
+        lines.append(f"--mem={res.memory}")
+    if o.time:
+        lines.append(f"--time={o.time}")
+    for option in ("partition", "account", "qos", "constraint"):
+        value = getattr(o, option)
+        if value:
+            lines.append(f"--{option}={sbatch_word(value)}")
+    lines.append(f"--output={sbatch_word(o.output)}")
+    if o.error:
+        lines.append(f"--error={sbatch_word(o.error)}")
+    if o.exclusive:
+        lines.append("--exclusive")
+    if o.requeue:
+        lines += ["--requeue", f"--signal=B:{o.signal}@{o.signal_seconds}", "--open-mode=append"]
+    lines.append("--export=" + ",".join(["ALL", *plan.spec.env.secrets]))
+    lines += list(o.extra_directives)
+    return lines
+
+
+class SlurmBackend(Backend):
+    name = "slurm"
+    summary = "job.sbatch: sbatch script; one srun task per node runs torchrun (c10d rendezvous), optional requeue"
+    Options = SlurmOptions
+
+    def variables(self, plan: Plan) -> dict[str, Any]:
+        o: SlurmOptions = plan.options  # type: ignore[assignment]
+        res = plan.spec.resources
+        runtime = plan.runtime_args()
+        return {
+            "generated_by": plan.generated_by,
+            "name": plan.name,
+            "directives": directives(plan),
+            "nodes": res.nodes,
+            "nproc": res.processes_per_node,
+            "gpus_per_node": gpus_per_node(plan),
+            "cpus_per_task": cpus_per_task(plan),
+            "python": o.python,
+            "modules": list(o.modules),
+            "venv": o.venv,
+            "conda_env": o.conda_env,
+            "container_image": o.container_image,
+            "container_mounts": ",".join(o.container_mounts),
+            "env_vars": sorted(plan.spec.env.vars.items()),
+            "secrets": list(plan.spec.env.secrets),
+            "base_dir": plan.config["base_dir"],
+            "runtime_args": runtime[:-1],
+            "config_name": runtime[-1],
+            "requeue": o.requeue,
+            "signal": o.signal,
+            "master_port": o.master_port,
+            "port_base": DEFAULT_PORT_BASE,
+            "port_spread": PORT_SPREAD,
+        }
+
+    def check(self, plan: Plan) -> list[Finding]:
+        o: SlurmOptions = plan.options  # type: ignore[assignment]
+        spec = plan.spec
+        res = spec.resources
+        key = ("targets", "slurm")
+        found: list[Finding] = []
+        gpus = gpus_per_node(plan)
+        if gpus > 0 and res.device == "cpu":
+            found.append(
+                Finding.error(
+                    "FTC301", (*key, "gpus_per_node"),
+                    f"asks for {gpus} GPU(s) per node but resources.device is cpu; set device: gpu (or auto) "
+                    "or gpus_per_node: 0",
+                )
+            )
+        if res.device == "gpu" and gpus == 0:
+            found.append(
+                Finding.error(
+                    "FTC302", (*key, "gpus_per_node"),
+                    "is 0 but resources.device is gpu: the job would get no GPU; remove gpus_per_node or set it to "
+                    "resources.processes_per_node",
+                )
+            )
+        if gpus > 0 and res.device != "cpu" and res.processes_per_node != gpus:
+            if res.processes_per_node > gpus:
+                found.append(
+                    Finding.error(
+                        "FTC303", ("resources", "processes_per_node"),
+                        f"is {res.processes_per_node} but targets.slurm.gpus_per_node is {gpus}: processes would "
+                        "share GPUs; run one process per GPU",
+                    )
+                )
+            else:
+                found.append(
+                    Finding.warning(
+                        "FTC303", ("resources", "processes_per_node"),
+                        f"is {res.processes_per_node} but targets.slurm.gpus_per_node is {gpus}: "
+                        f"{gpus - res.processes_per_node} GPU(s) per node stay idle; run one process per GPU",
+                    )
+                )
+        if o.requeue and _no_periodic_checkpoints(plan):
+            found.append(
+                Finding.warning(
+                    "FTC304", (*key, "requeue"),
+                    "is on but the run writes no periodic checkpoints (evaluation_strategy is no): only the "
+                    "preemption signal writes one, and a job stopped without it (node failure) starts over; "
+                    "set evaluation_strategy to epoch or steps",
+                )
+            )
+        if o.requeue and o.time:
+            limit = time_seconds(o.time)
+            if limit is not None and o.signal_seconds >= limit:
+                found.append(
+                    Finding.warning(
+                        "FTC305", (*key, "signal_seconds"),
+                        f"is {o.signal_seconds} s but the time limit is {limit} s: the signal would come as the job "
+                        "starts; lower signal_seconds or raise time",
+                    )
+                )
+        if not o.requeue:
+            for name in ("signal", "signal_seconds"):
+                if name in o.model_fields_set:
+                    found.append(
+                        Finding.warning("FTC306", (*key, name), "has no effect because targets.slurm.requeue is false")
+                    )
+        if o.venv and o.conda_env:
+            found.append(
+                Finding.error("FTC307", (*key, "conda_env"), "cannot be used with venv; activate one environment")
+            )
+        if o.container_image:
+            for name in ("venv", "conda_env"):
+                if getattr(o, name):
+                    found.append(
+                        Finding.error(
+                            "FTC308", (*key, name),
+                            "is activated on the host and does not reach the container of container_image; "
+                            "install ftc in the image instead",
+                        )
+                    )
+        if o.container_mounts and not o.container_image:
+            found.append(
+                Finding.warning("FTC309", (*key, "container_mounts"), "has no effect without container_image")
+            )
+        return found
+
+    def submit(self, build_dir: Path, args: list[str], address: str | None = None) -> int:
+        """Run `sbatch --parsable` on job.sbatch and print the job id; `address` is a cluster name (--clusters).
+
+        A build under the system temp folder (where `ftc submit` compiles) is first copied next to the
+        spec, to `<spec folder>/.ftc-slurm/<name>-<time>/`: the job runs after ftc exits, and compute
+        nodes rarely share the submit host's /tmp.
+        """
+        sbatch = shutil.which("sbatch")
+        if sbatch is None:
+            print(
+                "error: sbatch is not installed or not on PATH; submit from a SLURM login node, or install the "
+                f"SLURM client (Debian: slurm-client). The job script is {build_dir / JOB_SCRIPT}",
+                file=sys.stderr,
+            )
+            return 127
+        build_dir = Path(build_dir).resolve()
+        config = json.loads((build_dir / CONFIG_NAME).read_text())
+        missing = [s for s in config.get("env", {}).get("secrets", []) if not os.environ.get(s)]
+        if missing:
+            print(f"error: the secret(s) {', '.join(missing)} must be set in the environment (env.secrets)", file=sys.stderr)
+            return 2
+        if _under(build_dir, Path(tempfile.gettempdir())):
+            build_dir = stage_build(build_dir, config)
+            print(f"ftc: the job uses the build copied to {build_dir}", file=sys.stderr)
+        cmd = [sbatch, "--parsable"]
+        if address:
+            cmd.append(f"--clusters={address}")
+        cmd += [str(build_dir / JOB_SCRIPT), *args]
+        env = {**os.environ, "FTC_BUILD_DIR": str(build_dir)}
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            message = result.stderr.strip() or result.stdout.strip()
+            print(f"error: sbatch failed (exit {result.returncode}): {message}", file=sys.stderr)
+            return result.returncode
+        job_id = result.stdout.strip().split(";")[0]
+        print(job_id)
+        return 0
+
+
+def _no_periodic_checkpoints(plan: Plan) -> bool:
+    """The runtime saves when it evaluates; evaluation_strategy no (and no Anyscale schedule) means never."""
+    ck = plan.spec.checkpointing
+    return plan.spec.evaluation.evaluation_strategy == "no" and not (ck.checkpoint_every_n_epochs or ck.max_num_checkpoints)
+
+
+def _under(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def stage_build(build_dir: Path, config: dict[str, Any]) -> Path:
+    """Copy a build to `<spec folder>/.ftc-slurm/<name>-<UTC time>/`, its base_dir and manifest updated."""
+    spec_dir = (build_dir / config["base_dir"]).resolve()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    name = config.get("derived", {}).get("name", "job")
+    target = spec_dir / ".ftc-slurm" / f"{name}-{stamp}-{os.getpid()}"
+    shutil.copytree(build_dir, target)
+    config = {**config, "base_dir": os.path.relpath(spec_dir, target)}
+    text = json.dumps(config, indent=2, ensure_ascii=True) + "\n"
+    (target / CONFIG_NAME).write_text(text)
+    manifest_path = target / "manifest.json"
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        if CONFIG_NAME in manifest.get("files", {}):
+            manifest["files"][CONFIG_NAME] = hashlib.sha256(text.encode()).hexdigest()
+            manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=True) + "\n")
+    return target
+
+
+BACKEND = SlurmBackend

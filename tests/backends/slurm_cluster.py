@@ -1,0 +1,276 @@
+"""A one-node SLURM cluster on this machine, for the slurm target's engine tests.
+
+`SlurmCluster` writes a slurm.conf into a fresh folder, starts munged (as the munge user, on its
+own socket), slurmctld and `slurmd -N localhost` on free loopback ports, waits until `sinfo`
+shows the node idle, and stops every daemon by its pid. Nothing is shared with a system-wide
+SLURM or munge: the socket, pid, log, state and spool files all live in the cluster's folder,
+so two test sessions can run side by side.
+
+`slurm_cluster` is the session-scoped pytest fixture (import it into a test module); it skips
+with the reason when the Debian packages are not installed (`.ci/slurm-setup.sh` installs them).
+The packages: slurmctld slurmd slurm-client munge (SLURM 22.05 on Debian 12).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SBIN = Path("/usr/sbin")
+DAEMONS = ("munged", "slurmctld", "slurmd")
+CLIENTS = ("sbatch", "srun", "scontrol", "sinfo", "squeue", "scancel")
+MUNGE_KEY = Path("/etc/munge/munge.key")
+FINAL_STATES = {
+    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED",
+}
+
+SLURM_CONF = """\
+ClusterName=ftctest
+SlurmctldHost=localhost
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={munge_socket},cred_expire=10
+MpiDefault=none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/filetxt
+JobCompLoc={root}/log/jobcomp.txt
+ReturnToService=2
+MinJobAge=600
+KillWait=10
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+SlurmdSpoolDir={root}/spool/slurmd
+StateSaveLocation={root}/spool/ctld
+SlurmctldLogFile={root}/log/slurmctld.log
+SlurmdLogFile={root}/log/slurmd.log
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def missing_binaries() -> list[str]:
+    """The SLURM and munge programs this machine lacks (empty when the cluster can start)."""
+    missing = [d for d in DAEMONS if not (SBIN / d).exists() and shutil.which(d) is None]
+    missing += [c for c in CLIENTS if shutil.which(c) is None]
+    return missing
+
+
+def skip_reason() -> str | None:
+    """Why the engine tests cannot run here, or None."""
+    missing = missing_binaries()
+    if missing:
+        return (
+            f"SLURM is not installed ({', '.join(missing)} missing); run .ci/slurm-setup.sh "
+            "(Debian packages slurmctld slurmd slurm-client munge)"
+        )
+    if os.geteuid() != 0:
+        return "the one-node SLURM cluster needs root (it starts munged as the munge user and slurmd as root)"
+    if not MUNGE_KEY.exists():
+        return f"{MUNGE_KEY} is missing (the munge package's postinst writes it)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _daemon(name: str) -> str:
+    return str(SBIN / name) if (SBIN / name).exists() else str(shutil.which(name))
+
+
+class SlurmCluster:
+    """One node called localhost with `cpus` CPUs, controller and node daemon on loopback ports."""
+
+    def __init__(self, root: Path, cpus: int = 2, memory_mb: int = 8000) -> None:
+        self.root = root
+        self.cpus = cpus
+        self.memory_mb = memory_mb
+        self.conf = root / "slurm.conf"
+        self.munge_dir = root / "munge"
+        self.munge_socket = self.munge_dir / "munge.socket"
+        self.pids: dict[str, int] = {}
+
+    @property
+    def env(self) -> dict[str, str]:
+        """This process's environment (as it is now), pointed at this cluster."""
+        return {**os.environ, "SLURM_CONF": str(self.conf)}
+
+    # ----------------------------------------------------------------- life cycle
+
+    def start(self, timeout: float = 60) -> None:
+        for sub in ("log", "spool/slurmd", "spool/ctld"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)  # munged runs as the munge user and must reach its folder
+        self._start_munged()
+        self.conf.write_text(
+            SLURM_CONF.format(
+                root=self.root,
+                munge_socket=self.munge_socket,
+                ctld_port=_free_port(),
+                slurmd_port=_free_port(),
+                cpus=self.cpus,
+                memory_mb=self.memory_mb,
+            )
+        )
+        self._start("slurmctld", [_daemon("slurmctld")], self.root / "slurmctld.pid")
+        self._start("slurmd", [_daemon("slurmd"), "-N", "localhost"], self.root / "slurmd.pid")
+        self._wait_idle(timeout)
+
+    def _start_munged(self) -> None:
+        munge = pwd.getpwnam("munge")
+        self.munge_dir.mkdir()
+        self.munge_dir.chmod(0o755)  # munged: clients need execute permission on the socket folder
+        os.chown(self.munge_dir, munge.pw_uid, munge.pw_gid)
+        cmd = [
+            "runuser", "-u", "munge", "--", _daemon("munged"),
+            f"--socket={self.munge_socket}",
+            f"--pid-file={self.munge_dir / 'munged.pid'}",
+            f"--log-file={self.munge_dir / 'munged.log'}",
+            f"--seed-file={self.munge_dir / 'munged.seed'}",
+            f"--key-file={MUNGE_KEY}",
+        ]
+        self._start("munged", cmd, self.munge_dir / "munged.pid")
+
+    def _start(self, name: str, cmd: list[str], pid_file: Path, timeout: float = 20) -> None:
+        """Run a daemon that forks into the background, and read its pid file."""
+        result = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(f"{name} did not start (exit {result.returncode}): {result.stderr.strip()}{self._logs()}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                self.pids[name] = int(pid_file.read_text().split()[0])
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{name} wrote no pid file {pid_file}{self._logs()}")
+
+    def _wait_idle(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        state = ""
+        while time.monotonic() < deadline:
+            result = self.run(["sinfo", "-h", "-N", "-o", "%T"], check=False)
+            state = result.stdout.strip()
+            if result.returncode == 0 and state == "idle":
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"the node is not idle after {timeout:.0f} s (sinfo says {state!r}){self._logs()}")
+
+    def stop(self) -> None:
+        """Stop slurmd, slurmctld and munged (in that order) by pid; wait for each to exit."""
+        for name in ("slurmd", "slurmctld", "munged"):
+            pid = self.pids.pop(name, None)
+            if pid is None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.05)
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def _logs(self) -> str:
+        parts = []
+        for log in (self.root / "log" / "slurmctld.log", self.root / "log" / "slurmd.log", self.munge_dir / "munged.log"):
+            with contextlib.suppress(OSError):
+                parts.append(f"\n--- {log.name} (tail)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+        return "".join(parts)
+
+    # ----------------------------------------------------------------- clients
+
+    def run(self, cmd: list[str], check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:
+        """A SLURM client command against this cluster."""
+        result = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=60, **kwargs)  # type: ignore[call-overload]
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed (exit {result.returncode}): {result.stderr.strip()}")
+        return result
+
+    def job(self, job_id: str) -> dict[str, str]:
+        """`scontrol show job` as a dict (JobState, ExitCode, Restarts, StdOut, ...)."""
+        text = self.run(["scontrol", "show", "job", "-o", job_id]).stdout
+        fields: dict[str, str] = {}
+        for word in text.split():
+            key, eq, value = word.partition("=")
+            if eq:
+                fields[key] = value
+        return fields
+
+    def wait(self, job_id: str, timeout: float = 300, states: set[str] = FINAL_STATES) -> dict[str, str]:
+        """Wait until the job reaches one of `states`; returns its fields."""
+        deadline = time.monotonic() + timeout
+        info = self.job(job_id)
+        while info.get("JobState") not in states:
+            if time.monotonic() > deadline:
+                self.run(["scancel", job_id], check=False)
+                raise TimeoutError(f"job {job_id} still {info.get('JobState')} after {timeout:.0f} s{self._logs()}")
+            time.sleep(0.5)
+            info = self.job(job_id)
+        return info
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    return False
+
+
+@contextlib.contextmanager
+def running_cluster(cpus: int = 2, memory_mb: int = 8000) -> Iterator[SlurmCluster]:
+    """A started cluster in a fresh folder under the system temp dir, stopped and removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="ftc-slurm-"))
+    cluster = SlurmCluster(root, cpus=cpus, memory_mb=memory_mb)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    """The one-node cluster for this test session; SLURM_CONF points at it while it runs."""
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with running_cluster() as cluster:
+        previous = os.environ.get("SLURM_CONF")
+        os.environ["SLURM_CONF"] = str(cluster.conf)
+        try:
+            yield cluster
+        finally:
+            if previous is None:
+                os.environ.pop("SLURM_CONF", None)
+            else:
+                os.environ["SLURM_CONF"] = previous

@@ -134,7 +134,7 @@ class _Converter:
             return self._mapping(node, path, depth)
         if isinstance(node, yaml.SequenceNode):
             return [self.convert(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
-        if node.tag.endswith(":timestamp") or _yaml11_only_bool(node):
+        if node.tag.endswith(":timestamp") or _yaml11_only(node):
             return node.value
         return self.loader.construct_object(node)
 
@@ -162,15 +162,17 @@ class _Converter:
         return out
 
 
-def _yaml11_only_bool(node: yaml.Node) -> bool:
-    """`no`, `yes`, `on`, `off` are booleans in YAML 1.1 only; specs read them as text (YAML 1.2),
-    so `evaluation_strategy: no` means "no" and `apply_lora: yes` is an error, not a silent true."""
-    return (
-        node.tag.endswith(":bool")
-        and isinstance(node, yaml.ScalarNode)
-        and not node.style  # plain (None with the Python parser, "" with libyaml)
-        and node.value.lower() not in ("true", "false")
-    )
+def _yaml11_only(node: yaml.Node) -> bool:
+    """Plain scalars that only YAML 1.1 reads as booleans or numbers; specs keep them as text (YAML 1.2).
+
+    `evaluation_strategy: no` means "no", `apply_lora: yes` is an error rather than a silent true,
+    and a time limit `4:00:00` stays a time instead of the base-60 number 14400.
+    """
+    if not isinstance(node, yaml.ScalarNode) or node.style:  # quoted: "" style with libyaml, None with Python
+        return False
+    if node.tag.endswith(":bool"):
+        return node.value.lower() not in ("true", "false")
+    return node.tag.endswith((":int", ":float")) and ":" in node.value
 
 
 def _dotted(path: Path_) -> str:

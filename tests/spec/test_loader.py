@@ -83,5 +83,5 @@ def test_dates_stay_text() -> None:
 
 
 def test_only_true_and_false_are_booleans() -> None:
-    doc = parse_spec_text(b"a: no\nb: yes\nc: true\nd: False\ne: off\n", "b.yaml")
-    assert doc.data == {"a": "no", "b": "yes", "c": True, "d": False, "e": "off"}
+    doc = parse_spec_text(b"a: no\nb: yes\nc: true\nd: False\ne: off\nf: 4:00:00\ng: 1:30\nh: 90\n", "b.yaml")
+    assert doc.data == {"a": "no", "b": "yes", "c": True, "d": False, "e": "off", "f": "4:00:00", "g": "1:30", "h": 90}

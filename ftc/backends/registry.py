@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import pkgutil
@@ -38,8 +39,10 @@ def backends() -> dict[str, Backend]:
 
 
 def get_backend(name: str) -> Backend:
-    """The target called `name`; KeyError names the known ones."""
+    """The target called `name`; KeyError names the closest and the known ones."""
     known = backends()
     if name not in known:
-        raise KeyError(f"unknown target {name!r}; known targets: {', '.join(known)}")
+        close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise KeyError(f"unknown target {name!r}{hint}; known targets: {', '.join(known)}")
     return known[name]

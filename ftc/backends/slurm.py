@@ -81,16 +81,11 @@ def time_seconds(text: str) -> int | None:
 
 
 def _slurm_time(value: Any) -> Any:
-    """A SLURM time limit, as text; refuses `4h` and numbers YAML may have read from 4:00:00."""
+    """A SLURM time limit, as text; a bare number is minutes, as sbatch reads it; refuses `4h`."""
     if isinstance(value, bool):
         raise ValueError(f"expected a SLURM time limit: {_TIME_FORMATS}")
     if isinstance(value, int):
-        if 0 < value < 60:
-            return str(value)
-        raise ValueError(
-            f"is the number {value}: write the time limit as text, e.g. \"04:00:00\" or \"{value}\" (minutes); "
-            "YAML reads an unquoted 4:00:00 as the number 14400"
-        )
+        value = str(value)
     if not isinstance(value, str):
         raise ValueError(f"expected a SLURM time limit: {_TIME_FORMATS}")
     text = value.strip()

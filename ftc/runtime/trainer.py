@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ftc.runtime import preemption
 from ftc.runtime.config import RunConfig
 from ftc.runtime.errors import RuntimeUserError
 from ftc.runtime.tasks import Prepared, get_task
@@ -31,7 +32,12 @@ MODEL_FOLDER = "pytorch_model_folder"
 METRICS_FILE = "metrics.json"
 LOG_FILE = "ftc_runtime.log"
 MODEL_INFO_FILE = "ftc_model_info.json"  # task, labels, what was saved (model, merged or adapter)
+STEP_METRICS_FILE = "train_log_history.json"  # tracking.save_metrics: the Trainer's log records by step
 OPTIM_ALIASES = {"adamw_hf": "adamw_torch"}  # transformers 5 removed adamw_hf
+ORT_UNAVAILABLE = (  # = lint rule FTC107 (ftc/spec/rules.py)
+    "ONNX Runtime training cannot run with transformers 5 / torch 2.13 (ORTTrainer no longer imports); "
+    "set apply_ort: false and use precision: 16 or use_fast_kernels for speed"
+)
 _NO_EVAL = "no"
 
 
@@ -113,10 +119,8 @@ def use_cuda(cfg: RunConfig) -> bool:
 def check_supported(cfg: RunConfig, cuda: bool) -> None:
     """Refuse, before any loading, what the runtime cannot do; log what it ignores."""
     s = cfg.spec
-    if s.ort.apply_ort:
-        raise RuntimeUserError(
-            "ort.apply_ort: ONNX Runtime training cannot run with transformers 5 / torch 2.13; set apply_ort: false"
-        )
+    if s.ort.apply_ort:  # never a silent no-op; the message is lint rule FTC107's (a test keeps them equal)
+        raise RuntimeUserError(f"ort.apply_ort: {ORT_UNAVAILABLE}")
     if s.fsdp.enable_fsdp:
         raise RuntimeUserError("fsdp.enable_fsdp is not supported by the runtime yet; use DDP (processes_per_node) or deepspeed")
     if s.precision.quantization:
@@ -126,10 +130,11 @@ def check_supported(cfg: RunConfig, cuda: bool) -> None:
     if s.deepspeed.apply_deepspeed and importlib.util.find_spec("deepspeed") is None:
         raise RuntimeUserError("deepspeed.apply_deepspeed needs the deepspeed package: pip install deepspeed")
     precision_flags(s.precision.precision, cuda)  # raises for fp16 on CPU
-    if s.tracking.use_wandb or s.tracking.tracking_uri:
-        log.warning("experiment tracking (use_wandb / tracking_uri) is not supported by the runtime yet; not reporting")
-    if s.tracking.flop_counter or s.tracking.use_profiler:
-        log.warning("flop_counter / use_profiler are not supported by the runtime yet; ignored")
+    if s.tracking.flop_counter and s.tracking.use_profiler:  # lint FTC104
+        raise RuntimeUserError("tracking.use_profiler cannot be used with flop_counter; turn one of them off")
+    from ftc.runtime.tracking import check_wandb
+
+    check_wandb(cfg)  # use_wandb without the wandb package
 
 
 def precision_flags(precision: str, cuda: bool) -> dict[str, bool]:
@@ -170,17 +175,27 @@ def num_epochs(cfg: RunConfig, per_epoch: int) -> int:
     return tr.num_train_epochs
 
 
+def checkpoint_cadence(cfg: RunConfig, per_epoch: int) -> int | None:
+    """Steps between evaluation + checkpoint events of Anyscale's checkpoint_every_n_epochs or
+    max_num_checkpoints (spread evenly: every total // max_num_checkpoints steps); None when neither is set."""
+    ck, tr = cfg.spec.checkpointing, cfg.spec.training
+    if ck.checkpoint_every_n_epochs:
+        return ck.checkpoint_every_n_epochs * per_epoch
+    if ck.max_num_checkpoints:
+        total = tr.max_steps if tr.max_steps > 0 else num_epochs(cfg, per_epoch) * per_epoch
+        return max(1, total // ck.max_num_checkpoints)
+    return None
+
+
 def evaluation_schedule(cfg: RunConfig, per_epoch: int, has_eval: bool) -> tuple[str, int]:
     """(eval strategy, eval steps): the spec's, or Anyscale's checkpoint_every_n_epochs / max_num_checkpoints."""
-    ev, ck, tr = cfg.spec.evaluation, cfg.spec.checkpointing, cfg.spec.training
+    ev = cfg.spec.evaluation
     if not has_eval:
         return _NO_EVAL, ev.eval_steps
     strategy, steps = ev.evaluation_strategy, ev.eval_steps
-    total = tr.max_steps if tr.max_steps > 0 else num_epochs(cfg, per_epoch) * per_epoch
-    if ck.checkpoint_every_n_epochs:
-        return "steps", ck.checkpoint_every_n_epochs * per_epoch
-    if ck.max_num_checkpoints:
-        return "steps", max(1, total // ck.max_num_checkpoints)
+    cadence = checkpoint_cadence(cfg, per_epoch)
+    if cadence is not None:
+        return "steps", cadence
     if strategy == "steps" and ev.evaluation_steps_interval > 0:
         steps = max(1, round(ev.evaluation_steps_interval * per_epoch))
     return strategy, steps
@@ -265,6 +280,10 @@ def training_arguments_kwargs(
     if strategy == "steps":
         kwargs["eval_steps"] = eval_steps
         kwargs["save_steps"] = eval_steps
+    cadence = checkpoint_cadence(cfg, per_epoch)
+    if not evaluating and cadence is not None:  # Anyscale's checkpoints without validation data: save only
+        kwargs["save_strategy"] = "steps"
+        kwargs["save_steps"] = cadence
     if s.precision.gradient_checkpointing:
         kwargs["activation_checkpointing"] = True
     if s.precision.torch_compile:
@@ -274,11 +293,15 @@ def training_arguments_kwargs(
     return kwargs
 
 
-def build_training_arguments(cfg: RunConfig, n_train: int, has_eval: bool, cuda: bool, world_size: int = 1) -> Any:
-    from transformers import TrainingArguments
+def build_training_arguments(
+    cfg: RunConfig, n_train: int, has_eval: bool, cuda: bool, world_size: int = 1, generation: dict[str, Any] | None = None
+) -> Any:
+    from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
     kwargs = training_arguments_kwargs(cfg, n_train, has_eval, cuda, world_size)
     try:
+        if generation:  # seq2seq tasks: Prepared.generation (predict_with_generate, ...)
+            return Seq2SeqTrainingArguments(**kwargs, **generation)
         return TrainingArguments(**kwargs)
     except ValueError as exc:
         raise RuntimeUserError(f"invalid training settings: {exc}") from None
@@ -287,14 +310,56 @@ def build_training_arguments(cfg: RunConfig, n_train: int, has_eval: bool, cuda:
 # --------------------------------------------------------------------------- Trainer
 
 
-def make_trainer(cfg: RunConfig, prepared: Prepared, args: Any, per_epoch: int) -> Any:
-    """A transformers Trainer (with the llama-recipes "step" scheduler and the spec's callbacks)."""
+def make_trainer(
+    cfg: RunConfig,
+    prepared: Prepared,
+    args: Any,
+    per_epoch: int,
+    *,
+    out: Path | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    cuda: bool = False,
+) -> Any:
+    """A transformers Trainer (with the llama-recipes "step" scheduler and the spec's callbacks).
+
+    Also: samples/s and tokens/s on the progress bar and in the training logs, the FLOP counter and
+    the profiler (tracking.*), and ftc's checkpoint rotation (save_total_limit: the best by
+    metric_for_best_model plus the newest; see ftc/runtime/callbacks.py), which replaces the Trainer's.
+    """
     import torch
-    from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
+    from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Trainer, TrainerCallback
 
-    opt = cfg.spec.optimizer
+    from ftc.runtime import callbacks as cbs
 
-    class FtcTrainer(Trainer):
+    opt, tk = cfg.spec.optimizer, cfg.spec.tracking
+    base: Any = Seq2SeqTrainer if prepared.generation else Trainer  # seq2seq: evaluation generates
+    throughput = cbs.Throughput(world_size)
+    flops = (
+        cbs.FlopCounter(tk.flop_counter_start, out / cbs.FLOPS_FILE if out else None, world_size, cuda)
+        if tk.flop_counter
+        else None
+    )
+
+    class FtcTrainer(base):  # type: ignore[misc,valid-type]
+        ftc_throughput = throughput
+
+        def get_batch_samples(self, *a: Any, **kw: Any) -> Any:
+            throughput.start()  # fetching the step's batches is training time; ThroughputCallback stops the clock
+            return super().get_batch_samples(*a, **kw)
+
+        def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
+            throughput.count(inputs)
+            if flops is not None and flops.counting(self.state.global_step):
+                parent = super(FtcTrainer, self)
+                return flops.run(lambda: parent.training_step(model, inputs, num_items_in_batch), inputs)
+            return super().training_step(model, inputs, num_items_in_batch)
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            if "loss" in logs:  # a training log record (every process calls log: counts are summed over them)
+                logs.update(throughput.log_fields())
+            super().log(logs, start_time)
+
         def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
             if opt.lr_scheduler_type != "step":
                 return super().create_scheduler(num_training_steps, optimizer)
@@ -315,7 +380,16 @@ def make_trainer(cfg: RunConfig, prepared: Prepared, args: Any, per_epoch: int) 
             if logs and state.is_world_process_zero:
                 train_log.info("step %d: %s", state.global_step, json.dumps(_jsonable(logs)))
 
-    callbacks: list[Any] = [LogToFile()]
+    callbacks: list[Any] = [LogToFile(), cbs.ThroughputCallback(throughput)]
+    if flops is not None:
+        callbacks.append(flops)
+    if tk.use_profiler:
+        folder = cfg.path("tracking", "profiler_dir") or (out or Path(args.output_dir)) / cbs.PROFILER_FOLDER
+        callbacks.append(cbs.ProfilerCallback(folder, rank, cuda))
+    if args.save_total_limit and args.save_total_limit > 0:
+        # ftc rotates the checkpoints itself (the best by metric_for_best_model + the newest), not the Trainer
+        callbacks.append(cbs.KeepBestCheckpoints(args.save_total_limit, args.metric_for_best_model, bool(args.greater_is_better)))
+        args.save_total_limit = None
     es = cfg.spec.early_stopping
     if es.apply_early_stopping:
         callbacks.append(
@@ -336,6 +410,9 @@ def make_trainer(cfg: RunConfig, prepared: Prepared, args: Any, per_epoch: int) 
     )
     if not prepared.loss_uses_num_items:
         trainer.model_accepts_loss_kwargs = False
+    for cb in callbacks:
+        if isinstance(cb, cbs.ThroughputCallback):
+            cb.attach(trainer)  # finds the Trainer's tqdm progress bar
     return trainer
 
 
@@ -368,28 +445,59 @@ def run(cfg: RunConfig) -> dict[str, float]:
     is_main = rank == 0
     out = cfg.output_dir
     logs = _Logs(out, is_main)
+    on_failure: list[Any] = []  # experiment tracking: end its runs when training fails
+    status = "FAILED"
     try:
-        return _run(cfg, out, world_size, is_main)
+        metrics = _run(cfg, out, world_size, is_main, on_failure)
+        on_failure.clear()
+        return metrics
     except RuntimeUserError as exc:
         logs.to_file(logging.ERROR, str(exc))  # the console gets it once, from __main__
         raise
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     finally:
+        for end in on_failure:
+            end(status)
         logs.close()
 
 
-def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool) -> dict[str, float]:
+def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool, on_failure: list[Any] | None = None) -> dict[str, float]:
     started = time.time()
     s = cfg.spec
+    preempt = preemption.from_env()  # SLURM requeue: checkpoint and stop on the signal
     log.info("task %s, model %s, outputs in %s", cfg.task, cfg.spec.model.model_selector_output, out)
     task = get_task(cfg.task)
     cuda = use_cuda(cfg)
     check_supported(cfg, cuda)
     data = task.load_data(cfg)  # bad data fails here, before any model is loaded
 
+    resume = None
+    if s.checkpointing.resume_from_checkpoint or preemption.restarted():
+        from ftc.runtime.callbacks import last_good_checkpoint
+
+        folder = out / MODEL_FOLDER  # TrainingArguments.output_dir
+        good = last_good_checkpoint(folder)  # a half-written or corrupt checkpoint is skipped, with a warning
+        resume = str(good) if good is not None else None
+        if resume:
+            log.info("resuming from %s", resume)
+        else:
+            log.info("no checkpoint to resume from in %s; starting from the model", folder)
+
+    tracking = None
+    if is_main:  # MLflow (SQLite in the output folder by default), W&B when asked; a bad store fails here
+        from ftc.runtime.tracking import Tracking
+
+        tracking = Tracking(cfg, out)
+        if on_failure is not None:
+            on_failure.append(lambda status: tracking.finish(status))
+        tracking.start(resume=resume is not None)
+
     import torch
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
+    from ftc.runtime import outputs
     from ftc.runtime.lora import apply_peft, is_peft, save_final_model
     from ftc.runtime.models import model_source
 
@@ -407,8 +515,10 @@ def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool) -> dict[str,
         prepared.eval_dataset = prepared.eval_dataset.select(range(min(keep, len(prepared.eval_dataset))))
     has_eval = prepared.eval_dataset is not None and len(prepared.eval_dataset) > 0
     per_epoch = steps_per_epoch(cfg, n_train, world_size)
-    args = build_training_arguments(cfg, n_train, has_eval, cuda, world_size)
-    trainer = make_trainer(cfg, prepared, args, per_epoch)
+    args = build_training_arguments(cfg, n_train, has_eval, cuda, world_size, generation=prepared.generation)
+    trainer = make_trainer(cfg, prepared, args, per_epoch, out=out, rank=rank_info()[0], world_size=world_size, cuda=cuda)
+    if preempt is not None:
+        trainer.add_callback(preempt.callback())
     total = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs) * per_epoch
     log.info(
         "training on %s: %d rows, %d step(s) (%d per epoch), batch %d x %d process(es) x %d accumulation",
@@ -416,22 +526,25 @@ def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool) -> dict[str,
         args.per_device_train_batch_size, world_size, args.gradient_accumulation_steps,
     )
 
+    if tracking is not None:
+        trainer.add_callback(tracking.callback())
+
     metrics: dict[str, float] = {}
     if has_eval:
         initial = trainer.evaluate()
         metrics.update({f"initial_{k}": v for k, v in initial.items() if k != "epoch"})
         _show(prepared, "before training", initial)
 
-    resume = None
-    if s.checkpointing.resume_from_checkpoint:
-        folder = Path(args.output_dir)
-        resume = get_last_checkpoint(str(folder)) if folder.is_dir() else None
-        if resume:
-            log.info("resuming from %s", resume)
-        else:
-            log.info("no checkpoint to resume from in %s; starting from the model", folder)
     result = trainer.train(resume_from_checkpoint=resume)
+    if preempt is not None and preempt.stopped:
+        if tracking is not None:
+            tracking.finish("KILLED")
+        preempt.finish()
+        return {}
     train_metrics = dict(result.metrics)
+    _, tokens, _ = trainer.ftc_throughput.totals(reduce=True)  # every process: sums over them
+    if tokens and train_metrics.get("train_runtime"):
+        train_metrics["train_tokens_per_second"] = round(tokens / train_metrics["train_runtime"], 3)
 
     final: dict[str, float] = {}
     if has_eval:
@@ -458,11 +571,25 @@ def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool) -> dict[str,
 
     metrics = {**final, **metrics, **train_metrics}
     metrics = {k: v for k, v in _jsonable(metrics).items() if isinstance(v, (int, float))}
+    artifacts: list[Path] = []
     if trainer.is_world_process_zero() and is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        if s.tracking.save_metrics:
-            (out / "train_log_history.json").write_text(json.dumps(_jsonable(trainer.state.log_history), indent=2) + "\n")
+        artifacts.append(out / METRICS_FILE)
+        if s.tracking.save_metrics:  # every log record (loss, learning rate, throughput, evaluations) by step
+            (out / STEP_METRICS_FILE).write_text(json.dumps(_jsonable(trainer.state.log_history), indent=2) + "\n")
+            artifacts.append(out / STEP_METRICS_FILE)
+        curves = _training_curves(cfg, prepared, trainer, metrics, n_train, out / outputs.CURVES_FILE)
+        if curves is not None:
+            artifacts.append(curves)
+        if s.checkpointing.save_as_mlflow_model:  # after everything else: a LoRA model is merged in place
+            outputs.save_mlflow_model(
+                cfg.task, trainer, prepared.tokenizer, out, info=prepared.info,
+                saved=saved if s.checkpointing.save_model else "", model_folder=folder if s.checkpointing.save_model else None,
+                peft_method=s.lora.peft_method,
+            )
+    if tracking is not None:
+        tracking.finish("FINISHED", artifacts)
     if has_eval and is_main:
         _show(prepared, "after training", final)
         _summary(prepared, metrics)
@@ -471,6 +598,41 @@ def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool) -> dict[str,
         saved, folder, out / METRICS_FILE, time.time() - started,
     )
     return metrics
+
+
+def _training_curves(cfg: RunConfig, prepared: Prepared, trainer: Any, metrics: dict[str, float], n_train: int, path: Path) -> Path | None:
+    """training_curves.png: loss, learning rate, validation metrics, before / after (ftc/runtime/outputs.py)."""
+    from ftc.runtime import outputs
+
+    name = prepared.headline_metric
+    before, after = metrics.get(f"initial_eval_{name}"), metrics.get(f"eval_{name}")
+    state = trainer.state
+    best = getattr(state, "best_global_step", None) if trainer.args.load_best_model_at_end else None
+    headline = None
+    if before is not None and after is not None:
+        headline = f"validation {name}: {before:.4f} before training, {after:.4f} after"
+        if best:
+            headline += f" (best model: step {best})"
+    model = Path(str(cfg.spec.model.model_selector_output)).name or str(cfg.spec.model.model_selector_output)
+    facts = [f"{n_train} training rows", f"{state.global_step} steps", f"{state.epoch or 0:.3g} epochs"]
+    if metrics.get("train_runtime"):
+        facts.append(f"{metrics['train_runtime']:.1f} s")
+    if metrics.get("train_samples_per_second"):
+        facts.append(f"{metrics['train_samples_per_second']:.1f} samples/s")
+    if metrics.get("train_tokens_per_second"):
+        facts.append(f"{metrics['train_tokens_per_second']:.0f} tokens/s")
+    if metrics.get(f"test_{name}") is not None:
+        facts.append(f"test {name} {metrics[f'test_{name}']:.4f}")
+    # The evaluation before training happened before trainer.train(), which starts a new log history.
+    initial = {k[len("initial_"):]: v for k, v in metrics.items() if k.startswith("initial_eval_")}
+    history = ([{**initial, "epoch": 0.0, "step": 0}] if initial else []) + list(state.log_history)
+    try:
+        return outputs.write_training_curves(
+            path, history, f"{cfg.derived.get('name') or cfg.task}: {cfg.task}, {model}", headline, best, facts, name
+        )
+    except Exception as exc:  # a report must never fail a finished training
+        log.warning("could not draw %s: %s", path, exc)
+        return None
 
 
 def _show(prepared: Prepared, when: str, metrics: dict[str, Any], prefix: str = "eval_") -> None:

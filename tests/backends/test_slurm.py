@@ -148,7 +148,7 @@ def test_master_port(write_spec: Callable[..., Path], tmp_path: Path, port: int 
 
 @pytest.mark.parametrize(
     "value, seconds",
-    [("30", 1800), ("30:15", 1815), ("04:00:00", 14400), ("1-0", 86400), ("1-02:30", 95400), ("2-00:00:10", 172810), (45, 2700)],
+    [("30", 1800), ("30:15", 1815), ("04:00:00", 14400), ("1-0", 86400), ("1-02:30", 95400), ("2-00:00:10", 172810), (45, 2700), (240, 14400)],
 )
 def test_time_formats(write_spec: Callable[..., Path], tmp_path: Path, value: str | int, seconds: int) -> None:
     shown = f'"{value}"' if isinstance(value, str) else str(value)
@@ -157,11 +157,15 @@ def test_time_formats(write_spec: Callable[..., Path], tmp_path: Path, value: st
     assert time_seconds(str(value)) == seconds
 
 
+def test_unquoted_hours_stay_a_time(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    folder = compile_slurm(write_spec, tmp_path, MINIMAL + "targets:\n  slurm:\n    time: 4:00:00\n")
+    assert "#SBATCH --time=4:00:00\n" in (folder / "job.sbatch").read_text()
+
+
 @pytest.mark.parametrize(
     "value, message",
     [
         ('"4h"', r"'4h' is not a SLURM time limit; expected minutes \(30\), .*hours:minutes:seconds \(04:00:00\)"),
-        ("4:00:00", r"is the number 14400: write the time limit as text"),
         ('"1:75"', "out of range"),
         ('"0"', "no limit"),
         ("true", "expected a SLURM time limit"),

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from ftc.backends.registry import backends
 from ftc.cli.app import app
 from ftc.spec.schema import SCHEMA_PATH, schema_text
 
@@ -122,7 +123,8 @@ def test_schema_validates_specs(write_spec: Callable[..., Path]) -> None:
 
 
 def test_targets_and_version() -> None:
-    assert runner.invoke(app, ["targets"]).output.startswith("local")
+    listed = [line.split()[0] for line in runner.invoke(app, ["targets"]).output.splitlines()]
+    assert listed == sorted(backends()) and "local" in listed
     assert runner.invoke(app, ["--version"]).output.startswith("ftc ")
 
 

@@ -100,7 +100,7 @@ def test_output_path_not_writable_even_for_root(write_spec: Callable[..., Path])
 
 
 def test_unknown_target(write_spec: Callable[..., Path], tmp_path: Path) -> None:
-    with pytest.raises(CompileError, match="unknown target 'slurmm'; known targets: local"):
+    with pytest.raises(CompileError, match=r"unknown target 'slurmm' \(did you mean 'slurm'\?\); known targets: azureml, local, ray, slurm"):
         compile_spec(write_spec(), ["slurmm"], tmp_path / "build")
 
 

@@ -18,6 +18,8 @@ from ftc.runtime.errors import RuntimeUserError
 # task name -> module defining TASK. A task of the spec missing here is not implemented yet.
 TASK_MODULES: dict[str, str] = {
     "text_classification": "ftc.runtime.tasks.text_classification",
+    "translation": "ftc.runtime.tasks.translation",
+    "summarization": "ftc.runtime.tasks.summarization",
 }
 
 
@@ -38,6 +40,9 @@ class Prepared:
     # that is a plain batch mean (sequence classification) must say False, or the Trainer skips the
     # division by gradient_accumulation_steps and multiplies by the number of processes.
     loss_uses_num_items: bool = True
+    # Seq2SeqTrainingArguments settings (predict_with_generate, generation_max_length, generation_num_beams):
+    # when set, the trainer uses Seq2SeqTrainer and evaluates by generating.
+    generation: dict[str, Any] | None = None
     info: dict[str, Any] = field(default_factory=dict)  # task facts for the log (labels, sizes)
 
 

@@ -7,6 +7,8 @@
 - `check_component(component)` finds what `load_component(...)._validate()` accepts but Azure ML gets
   wrong: an optional input used without `$[[ ]]`, an enum default outside its enum, unused inputs,
   illegal names, a default of the wrong type, an unquoted value.
+- `component_docs(component, inputs)` documents a component in the layout of the Azure ML finetune
+  component docs (seeds 001 and 002): `ftc docs --task <task> --format azureml`.
 - `resolve_inputs` and `substitute` perform Azure ML's `${{inputs.x}}` / `$[[ ... ]]` substitution, so
   tests can run a component's command exactly as Azure ML would.
 
@@ -30,10 +32,15 @@ from ftc import __version__
 from ftc.compiler.plan import RUNTIME_MODULE
 from ftc.compiler.resolve import CONFIG_NAME
 from ftc.spec.docs import (
+    COLUMNS,
     TASK_TITLES,
     DocParam,
     aml_type,
     enum_values,
+    format_value,
+    group_intro,
+    iter_params,
+    markdown_table,
     task_description,
     task_groups,
 )
@@ -191,6 +198,40 @@ def component_inputs(plan: Plan) -> list[ComponentInput]:
                 spec["description"] = description
             out.append(ComponentInput(input_name(p), p.path, runtime_arg(p), group, spec))
     return out
+
+
+def component_docs(component: Mapping[str, Any], inputs: list[ComponentInput]) -> str:
+    """The component as the Azure ML finetune component docs show one: Name, Version, Type and
+    Description, its inputs in groups (Name | Description | Type | Default | Optional | Enum), its outputs."""
+    params = {p.path: p for p in iter_params()}
+    out = [f"## {component['display_name']}\n"]
+    for heading, key in (("Name", "name"), ("Version", "version"), ("Type", "type"), ("Description", "description")):
+        out.append(f"### {heading}\n\n{component[key]}\n")
+    out.append("## Inputs\n")
+    groups: dict[str, list[ComponentInput]] = {}
+    for i in inputs:
+        groups.setdefault(i.group, []).append(i)
+    for group, members in groups.items():
+        out.append(f"{group}\n")
+        intro = group_intro(group, [params[i.path] for i in members])
+        if intro:
+            out.append(f"{intro}\n")
+        rows = [
+            (
+                i.name,
+                i.spec.get("description", ""),
+                i.spec["type"],
+                format_value(i.spec.get("default")),
+                str(i.optional),
+                str(i.spec["enum"]) if i.spec.get("enum") else "",
+            )
+            for i in members
+        ]
+        out.append(markdown_table(COLUMNS, rows))
+    out.append("## Outputs\n")
+    rows = [(name, o["description"], o["type"]) for name, o in component["outputs"].items()]
+    out.append(markdown_table(("Name", "Description", "Type"), rows))
+    return "\n".join(out)
 
 
 # --- the command ---------------------------------------------------------------------------------

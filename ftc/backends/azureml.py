@@ -119,6 +119,14 @@ class AzuremlBackend(Backend):
         findings = [self._finding(plan, p, {i.name: i.path for i in inputs}) for p in aml.check_component(component)]
         return findings + list(_plan_findings(plan))
 
+    def task_docs(self, task: str) -> str:
+        """The component of a `task` spec with every default, in the layout of seeds 001 and 002."""
+        from ftc.compiler.build import task_defaults_plan
+
+        plan = task_defaults_plan(task, self.name)
+        inputs = aml.component_inputs(plan)
+        return aml.component_docs(aml.build_component(plan, inputs), inputs)
+
     @staticmethod
     def _finding(plan: Plan, problem: aml.ComponentProblem, origins: dict[str, tuple[str, ...]]) -> Finding:
         path: tuple[str, ...]

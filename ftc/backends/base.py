@@ -34,6 +34,10 @@ class Backend(ABC):
         """Target-specific findings (errors stop the compile)."""
         return []
 
+    def task_docs(self, task: str) -> str | None:
+        """What this target makes of a `task` spec, documented (`ftc docs --task T --format <name>`); None: nothing."""
+        return None
+
     def submit(self, build_dir: Path, args: list[str], address: str | None = None) -> int:
         """Run or hand over the build in `build_dir`; returns a process exit code.
 

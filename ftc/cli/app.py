@@ -155,6 +155,14 @@ def docs(
     task: Annotated[str | None, typer.Option("--task", help="Tables for one task, in the Azure ML component layout.")] = None,
     rules: Annotated[bool, typer.Option("--rules", help="The lint rules: id, severity and what each checks.")] = False,
     target: Annotated[str | None, typer.Option("--target", help="The page of one target, with a worked example.")] = None,
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="With --task: 'tables' (the parameter tables), or a target that documents what it makes of the "
+            "task ('azureml': the command component, in the layout of the Azure ML component docs).",
+        ),
+    ] = "tables",
 ) -> None:
     """Print the parameter documentation, generated from the schema (the reference, one task's tables, or the rules)."""
     from ftc.spec import docs as spec_docs
@@ -173,12 +181,24 @@ def docs(
             raise typer.Exit(2) from None
         return
     if task is None:
+        if format_ != "tables":
+            typer.echo("error: --format documents one task: give --task too", err=True)
+            raise typer.Exit(2)
         typer.echo(spec_docs.render_reference(), nl=False)
         return
     if task not in TASKS:
         typer.echo(f"error: unknown task {task!r}; tasks: {', '.join(TASKS)}", err=True)
         raise typer.Exit(2)
-    typer.echo(spec_docs.render_task_docs(task), nl=False)
+    if format_ == "tables":
+        typer.echo(spec_docs.render_task_docs(task), nl=False)
+        return
+    from ftc.backends.registry import backends
+
+    documented = {name: b for name, b in backends().items() if b.task_docs(task) is not None}
+    if format_ not in documented:
+        typer.echo(f"error: unknown docs format {format_!r}; formats: {', '.join(['tables', *documented])}", err=True)
+        raise typer.Exit(2)
+    typer.echo(documented[format_].task_docs(task), nl=False)
 
 
 @app.command()

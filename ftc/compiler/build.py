@@ -12,7 +12,7 @@ from ftc.compiler.plan import Plan, build_plan
 from ftc.compiler.resolve import CONFIG_NAME, Resolved, resolve
 from ftc.compiler.write import Artifact, manifest, write_builds
 from ftc.errors import CompileError, Problem, SpecError
-from ftc.spec.loader import SourceDoc, load_spec_file
+from ftc.spec.loader import SourceDoc, load_spec_file, parse_spec_text
 from ftc.spec.overrides import apply_overrides
 from ftc.spec.rules import Finding, run_rules
 from ftc.spec.validate import validate_spec
@@ -45,6 +45,13 @@ def plan_for(resolved: Resolved, target: str, out_dir: Path) -> Plan:
     """The plan of one target whose files go to `out_dir/<target>/`."""
     base_dir = os.path.relpath(resolved.doc.base_dir, (out_dir / target).resolve())
     return build_plan(resolved, target, base_dir)
+
+
+def task_defaults_plan(task: str, target: str) -> Plan:
+    """The plan of a spec that sets only the task, a model and a data folder: every other value is a default."""
+    text = f"task: {task}\nmodel: model\ndata:\n  preprocess_output: data\n"
+    resolved = resolve_doc(parse_spec_text(text.encode(), f"<{task} defaults>"), [])
+    return build_plan(resolved, target, ".")
 
 
 def findings_for(resolved: Resolved, plans: list[Plan]) -> list[Finding]:

@@ -407,7 +407,7 @@ def _section_doc(section: str) -> str:
     return _sentence((nested.__doc__ if nested is not None else None) or field.description or "")
 
 
-def _group_intro(group: str, rows: list[DocParam]) -> str:
+def group_intro(group: str, rows: list[DocParam]) -> str:
     """The paragraph under a group name: the Azure ML group's own, or the docstring of the section."""
     if group in DOC_GROUPS:
         return GROUP_INTROS.get(group, "")
@@ -427,7 +427,7 @@ def render_task_docs(task: str) -> str:
     ]
     for group, rows in groups.items():
         out.append(f"{group}\n")
-        intro = _group_intro(group, rows)
+        intro = group_intro(group, rows)
         if intro:
             out.append(f"{intro}\n")
         out.append(markdown_table(COLUMNS, [_task_row(p, task) for p in rows]))
@@ -488,6 +488,7 @@ __all__ = [
     "default_value",
     "enum_values",
     "format_value",
+    "group_intro",
     "iter_params",
     "markdown_table",
     "reference_row",

@@ -672,3 +672,35 @@ def test_prepared_job_binds_runtime_arguments(write: Callable[..., Path]) -> Non
     assert inputs["train_file_path"]["path"] == "azureml:train:3"
     with pytest.raises(AzuremlSubmitError, match="--seed 'x': the input is of type integer"):
         prepare_job(folder, ["--seed", "x"])
+
+
+# --------------------------------------------------------------------------- docs in the seeds' layout
+
+
+@pytest.mark.parametrize("task", ["text_classification", "question_answering", "causal_lm"])
+def test_component_docs_document_the_compiled_component(write: Callable[..., Path], task: str) -> None:
+    from ftc.spec.docs import format_value
+    from tests.spec.test_docs import by_name, parse_inputs, parse_outputs
+
+    page = get_backend("azureml").task_docs(task)
+    component = read_yaml(compile_azureml(write(f"task: {task}\nmodel: model\ndata:\n  preprocess_output: data\n")) / "component.yaml")
+    headings = re.findall(r"^### (\w+)\n\n(.+)$", page, re.M)
+    assert headings == [
+        ("Name", f"{task}_finetune"), ("Version", "0.0.1"), ("Type", "command"), ("Description", component["description"]),
+    ]
+    rows = by_name(parse_inputs(page))
+    assert list(rows) == list(component["inputs"])  # every input, in the component's order, nothing else
+    for name, spec_ in component["inputs"].items():
+        row = rows[name]
+        assert (row.type, row.optional) == (spec_["type"], str(spec_.get("optional", False))), name
+        assert row.default == format_value(spec_.get("default")), name
+        assert row.enum == (str(spec_["enum"]) if spec_.get("enum") else ""), name
+    assert parse_outputs(page) == {n: o["type"] for n, o in component["outputs"].items()}
+
+
+def test_docs_format_on_the_command_line() -> None:
+    ftc = [sys.executable, "-m", "ftc.cli", "docs", "--task", "question_answering"]
+    done = subprocess.run([*ftc, "--format", "azureml"], capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("## Question Answering Finetune\n\n### Name\n\nquestion_answering_finetune\n")
+    bad = subprocess.run([*ftc, "--format", "slurm"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown docs format 'slurm'; formats: tables, azureml" in bad.stderr

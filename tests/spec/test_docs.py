@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ftc.backends.registry import get_backend
 from ftc.spec.docs import COLUMNS, REFERENCE_PATH, REGENERATE, iter_params, render_reference, render_task_docs
 from ftc.spec.fields import DOC_GROUPS, TASKS
 from ftc.spec.sections import METRICS
@@ -102,6 +104,15 @@ def rendered() -> dict[str, str]:
     return {task: render_task_docs(task) for task in TASKS}
 
 
+@functools.cache
+def render(task: str, fmt: str) -> str:
+    """`ftc docs --task TASK --format FMT`: the tables, or the Azure ML component documented."""
+    return render_task_docs(task) if fmt == "tables" else str(get_backend(fmt).task_docs(task))
+
+
+FORMATS = ("tables", "azureml")
+
+
 def test_fixtures_are_the_seed_tables() -> None:
     # Guards the parser: every seed table is read, with its group.
     tc, qa = (parse_inputs(SEEDS[t].read_text()) for t in ("text_classification", "question_answering"))
@@ -111,9 +122,10 @@ def test_fixtures_are_the_seed_tables() -> None:
     assert by_name(qa)["deepspeed"].default == "" and by_name(qa)["lora_alpha"].enum == ""
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("task", sorted(SEEDS))
-def test_seed_rows_appear_with_the_same_type_default_optional_and_enum(task: str, rendered: dict[str, str]) -> None:
-    ours = by_name(parse_inputs(rendered[task]))
+def test_seed_rows_appear_with_the_same_type_default_optional_and_enum(task: str, fmt: str) -> None:
+    ours = by_name(parse_inputs(render(task, fmt)))
     problems = []
     for seed in parse_inputs(SEEDS[task].read_text()):
         row = ours.get(seed.name)
@@ -132,9 +144,10 @@ def test_seed_rows_appear_with_the_same_type_default_optional_and_enum(task: str
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("task", sorted(SEEDS))
-def test_seed_rows_keep_their_order(task: str, rendered: dict[str, str]) -> None:
-    ours = [r.name for r in parse_inputs(rendered[task])]
+def test_seed_rows_keep_their_order(task: str, fmt: str) -> None:
+    ours = [r.name for r in parse_inputs(render(task, fmt))]
     seed = [r.name for r in parse_inputs(SEEDS[task].read_text())]
     assert [n for n in ours if n in seed] == seed
 

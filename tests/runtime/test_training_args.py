@@ -35,6 +35,7 @@ def test_defaults_of_the_tiny_spec(config: Path, project: Path) -> None:
     assert args.report_to == [] or args.report_to == "none" or args.report_to == ["none"]
     assert args.disable_tqdm is False
     assert args.max_grad_norm == 1.0
+    assert args.lr_scheduler_type == "linear"  # the other schedulers: test_parameter_reaches_the_trainer
 
 
 def test_renamed_and_removed_values(config: Path) -> None:
@@ -85,3 +86,48 @@ def test_step_scheduler_placeholder_and_arguments_accepted(config: Path) -> None
     args = build_training_arguments(cfg, n_train=240, has_eval=True, cuda=False)
     assert args.lr_scheduler_type == "constant"  # FtcTrainer builds the step schedule itself
     assert args.bf16 is True
+
+
+# Every spec parameter the Trainer consumes, set away from its default, reaches the validated
+# TrainingArguments: (spec parameter, value, TrainingArguments attribute, expected value).
+WIRED = [
+    ("per_device_train_batch_size", 7, "per_device_train_batch_size", 7),
+    ("per_device_eval_batch_size", 5, "per_device_eval_batch_size", 5),
+    ("gradient_accumulation_steps", 3, "gradient_accumulation_steps", 3),
+    ("auto_find_batch_size", "true", "auto_find_batch_size", True),
+    ("seed", 1234, "seed", 1234),
+    ("enable_full_determinism", "true", "full_determinism", True),
+    ("dataloader_num_workers", 2, "dataloader_num_workers", 2),
+    ("max_grad_norm", 0.25, "max_grad_norm", 0.25),
+    ("optim", "adafactor", "optim", "adafactor"),
+    ("optim", "sgd", "optim", "sgd"),
+    ("learning_rate", 0.003, "learning_rate", 0.003),
+    ("weight_decay", 0.05, "weight_decay", 0.05),
+    ("adam_beta1", 0.8, "adam_beta1", 0.8),
+    ("adam_beta2", 0.95, "adam_beta2", 0.95),
+    ("adam_epsilon", 1e-6, "adam_epsilon", 1e-6),
+    ("warmup_steps", 9, "warmup_steps", 9),
+    ("num_warmup_steps", 4, "warmup_steps", 4),  # llama-recipes / Anyscale name
+    ("num_train_epochs", 3, "num_train_epochs", 3),
+    ("num_epochs", 2, "num_train_epochs", 2),
+    ("max_steps", 11, "max_steps", 11),
+    ("save_total_limit", 3, "save_total_limit", 3),
+    ("metric_for_best_model", "f1_macro", "metric_for_best_model", "eval_f1_macro"),
+    ("logging_strategy", "steps", "logging_strategy", "steps"),
+    ("logging_steps", 3, "logging_steps", 3),
+    ("eval_accumulation_steps", 2, "eval_accumulation_steps", 2),
+    ("gradient_checkpointing", "true", "activation_checkpointing", True),
+    ("precision", "bf16", "bf16", True),
+] + [("lr_scheduler_type", t, "lr_scheduler_type", t) for t in
+     ("cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")]
+
+
+@pytest.mark.parametrize("name, value, attribute, expected", WIRED, ids=[f"{w[0]}={w[1]}" for w in WIRED])
+def test_parameter_reaches_the_trainer(config: Path, name: str, value: object, attribute: str, expected: object) -> None:
+    default = getattr(build_training_arguments(load_config(config), n_train=240, has_eval=True, cuda=False), attribute)
+    cfg = load_config(config, [Override(name, str(value))])
+    got = getattr(build_training_arguments(cfg, n_train=240, has_eval=True, cuda=False), attribute)
+    if hasattr(got, "value"):  # transformers' enums (optim, scheduler, strategies)
+        got, default = got.value, getattr(default, "value", default)
+    assert got == expected
+    assert default != expected, f"{name}={value} is the tiny spec's own value: the test would prove nothing"

@@ -29,6 +29,7 @@ import annotated_types
 import yaml
 
 from ftc import __version__
+from ftc.backends.base import TargetRule
 from ftc.compiler.plan import RUNTIME_MODULE
 from ftc.compiler.resolve import CONFIG_NAME
 from ftc.spec.docs import (
@@ -383,6 +384,34 @@ def build_conda(plan: Plan) -> dict[str, Any]:
 
 # --- checks on a component -----------------------------------------------------------------------
 
+
+COMPONENT_RULES: tuple[TargetRule, ...] = (
+    TargetRule(
+        "FTC501", "error", "illegal component name",
+        "Azure ML names components with lower-case letters, digits and '_', starting with a letter.",
+    ),
+    TargetRule(
+        "FTC502", "error", "illegal input or output name",
+        "Input and output names are letters, digits and '_', not starting with a digit, and differ in more than case.",
+    ),
+    TargetRule(
+        "FTC503", "error", "optional input outside $[[ ]]",
+        "An optional input must be used inside a balanced $[[ ... ]] group, or its argument is left without a value.",
+    ),
+    TargetRule("FTC504", "error", "enum default outside its enum", "An input's default must be one of its enum values."),
+    TargetRule(
+        "FTC505", "error", "input unused or undeclared",
+        "Every input is used by the command, and every ${{inputs.x}} or ${{outputs.x}} is declared.",
+    ),
+    TargetRule(
+        "FTC506", "error", "default of the wrong type",
+        "An input's default has the input's type (integer, number, string, boolean) and lies within its min and max.",
+    ),
+    TargetRule(
+        "FTC508", "error", "unquoted reference in the command",
+        "Each ${{inputs.x}} in the command is single-quoted, so a value with spaces or shell characters stays one argument.",
+    ),
+)
 
 @dataclass(frozen=True)
 class ComponentProblem:

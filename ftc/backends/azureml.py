@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from ftc import __version__
 from ftc.backends import _azureml_component as aml
-from ftc.backends.base import Backend
+from ftc.backends.base import Backend, TargetRule
 from ftc.compiler.plan import Plan
 from ftc.errors import FtcError
 from ftc.spec.fields import Flag, Section, param
@@ -97,6 +97,35 @@ class AzuremlBackend(Backend):
     name = "azureml"
     summary = "component.yaml + pipeline.yaml: Azure ML command component (the seeds' input names) and its pipeline job"
     Options = AzuremlOptions
+    rules = (
+        *aml.COMPONENT_RULES,
+        TargetRule(
+            "FTC510", "error", "LoRA adapter for model evaluation",
+            "With feeds_model_evaluation, apply_lora needs merge_lora_weights: the evaluation component loads a full model.",
+        ),
+        TargetRule(
+            "FTC511", "error", "ZeRO-3 without a consolidated model",
+            "A ZeRO stage 3 DeepSpeed config needs stage3_gather_16bit_weights_on_model_save: true (and must be readable "
+            "JSON), or no consolidated model is saved.",
+        ),
+        TargetRule("FTC512", "error", "multi-node without mounted outputs", "Training on several nodes needs output_mode mount."),
+        TargetRule(
+            "FTC513", "warning", "model or tokenizer Azure ML cannot see",
+            "model_selector_output is a uri_folder (not a hub id), and a local tokenizer_name folder is not shipped.",
+        ),
+        TargetRule(
+            "FTC514", "warning", "instance_type with a named cluster",
+            "resources.instance_type applies to serverless compute only; a named cluster decides its instance type.",
+        ),
+        TargetRule(
+            "FTC515", "warning", "secrets not forwarded",
+            "env.secrets do not reach Azure ML jobs: read them from the workspace key vault or a connection.",
+        ),
+        TargetRule(
+            "FTC516", "error", "environment not a registered reference",
+            "targets.azureml.environment is azureml:<name>:<version>, azureml:<name>@<label> or a registry or ARM id.",
+        ),
+    )
 
     def variables(self, plan: Plan) -> dict[str, Any]:
         inputs = aml.component_inputs(plan)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ftc.spec.fields import Section
 
@@ -13,18 +14,32 @@ if TYPE_CHECKING:
     from ftc.spec.rules import Finding
 
 
+@dataclass(frozen=True)
+class TargetRule:
+    """A rule a target's `check` applies: stable id, severity, title and what it checks (`ftc docs --rules`).
+
+    The severity is "error/warning" for a rule whose findings are errors or warnings depending on the case.
+    """
+
+    id: str
+    severity: Literal["error", "warning", "error/warning"]
+    title: str
+    doc: str
+
+
 class Backend(ABC):
     """A compile target. Its templates are every `*.j2` file in `template_dir` (default `ftc/templates/<name>/`).
 
     Subclasses set `name`, `Options` (the `targets.<name>` section of the spec) and `summary`,
-    and implement `variables`; `check` adds target-specific lint findings and `submit` runs or
-    hands over a compiled build (compiling itself never submits).
+    and implement `variables`; `check` adds target-specific lint findings, each under a rule declared
+    in `rules`, and `submit` runs or hands over a compiled build (compiling itself never submits).
     """
 
     name: ClassVar[str]
     summary: ClassVar[str]
     Options: ClassVar[type[Section]]
     template_dir: ClassVar[str | None] = None
+    rules: ClassVar[tuple[TargetRule, ...]] = ()
 
     @abstractmethod
     def variables(self, plan: Plan) -> dict[str, Any]:

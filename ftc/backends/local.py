@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ftc.backends.base import Backend
+from ftc.backends.base import Backend, TargetRule
 from ftc.compiler.plan import Plan
 from ftc.spec.fields import Section, param
 from ftc.spec.rules import Finding
@@ -28,6 +28,7 @@ class LocalBackend(Backend):
     name = "local"
     summary = "run.sh: the runtime on this machine (python, or torchrun --standalone for several processes)"
     Options = LocalOptions
+    rules = (TargetRule("FTC201", "error", "several nodes", "The local target runs on this machine only: resources.nodes must be 1."),)
 
     def variables(self, plan: Plan) -> dict[str, Any]:
         options: LocalOptions = plan.options  # type: ignore[assignment]

@@ -36,18 +36,6 @@ Outputs: checkpointing.output_dir is a path on the cluster. A relative one resol
 job's copy of the working dir, which Ray deletes after the job; use an absolute path on storage
 every node sees (or --output_dir at submit). Ray Train's checkpoints go to targets.ray.storage_path
 (default `<output_dir>/ray_train`).
-
-Checks (`ftc lint --target ray`, and every compile):
-
-- FTC401 error, a worker_resources value not positive, or an accelerator_type:X value outside (0, 1]
-- FTC402 error, use_gpu disagrees with resources.device
-- FTC403 error, a GPU count in worker_resources that disagrees with use_gpu
-- FTC404 warning, max_failures without periodic checkpoints (a restarted run starts over)
-- FTC405 warning, resources.trainer_resources, which Ray Train V2 refuses (ignored)
-- FTC406 warning, a relative checkpointing.output_dir (lost with the job's working dir)
-- FTC407 warning, a KubeRay image with a local working_dir (the cluster cannot see the folder)
-- FTC408 warning, an env.vars value with `$NAME` or `${NAME}`, which Ray expands when it starts the
-  job's processes (the entrypoint sets the literal value again, for the runtime)
 """
 
 from __future__ import annotations
@@ -68,7 +56,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator
 
-from ftc.backends.base import Backend
+from ftc.backends.base import Backend, TargetRule
 from ftc.compiler.plan import Plan
 from ftc.spec.fields import Flag, Section, param
 from ftc.spec.rules import Finding
@@ -470,6 +458,38 @@ class RayBackend(Backend):
     name = "ray"
     summary = "job.yaml: a Ray job running the runtime under Ray Train (TorchTrainer), and a KubeRay RayJob"
     Options = RayOptions
+    rules = (
+        TargetRule(
+            "FTC401", "error", "worker resource out of range",
+            "worker_resources values must be positive, and an accelerator_type:X value in (0, 1] (a node has 1 of it).",
+        ),
+        TargetRule("FTC402", "error", "use_gpu unlike the device", "targets.ray.use_gpu must agree with resources.device."),
+        TargetRule(
+            "FTC403", "error", "GPUs for workers that do not use them",
+            "A GPU count in worker_resources needs use_gpu: Ray refuses GPUs for CPU workers.",
+        ),
+        TargetRule(
+            "FTC404", "warning", "max_failures without periodic checkpoints",
+            "max_failures with evaluation_strategy no: a restarted worker group starts over.",
+        ),
+        TargetRule(
+            "FTC405", "warning", "trainer_resources ignored",
+            "resources.trainer_resources is ignored: Ray Train V2 refuses ScalingConfig(trainer_resources).",
+        ),
+        TargetRule(
+            "FTC406", "warning", "relative output_dir",
+            "A relative checkpointing.output_dir resolves in the job's working dir, which Ray deletes after the job.",
+        ),
+        TargetRule(
+            "FTC407", "warning", "KubeRay image with a local working_dir",
+            "A KubeRay cluster cannot see a local working_dir: give a URI, or put the folder in the image.",
+        ),
+        TargetRule(
+            "FTC408", "warning", "$NAME in env.vars",
+            "Ray expands $NAME and ${NAME} in env.vars when it starts the job's processes; the entrypoint sets the "
+            "literal value again for the runtime, but what reads the variable earlier sees the expanded one.",
+        ),
+    )
 
     def variables(self, plan: Plan) -> dict[str, Any]:
         o = options(plan)

@@ -11,18 +11,6 @@ job, which resumes from that checkpoint.
 `ftc submit SPEC --target slurm [--address CLUSTER]` runs `sbatch --parsable` (with `--clusters`)
 and prints the job id. The job needs the build folder while it runs: a build in the temporary
 folder (where `ftc submit` compiles) is first copied to `<spec folder>/.ftc-slurm/`.
-
-Checks (`ftc lint --target slurm`, and every compile):
-
-- FTC301 error, GPUs asked for with resources.device cpu
-- FTC302 error, resources.device gpu with gpus_per_node 0
-- FTC303 error/warning, processes_per_node larger/smaller than gpus_per_node
-- FTC304 warning, requeue without periodic checkpoints (evaluation_strategy no)
-- FTC305 warning, signal_seconds not shorter than the time limit
-- FTC306 warning, signal settings without requeue
-- FTC307 error, both venv and conda_env
-- FTC308 error, venv or conda_env with container_image
-- FTC309 warning, container_mounts without container_image
 """
 
 from __future__ import annotations
@@ -41,7 +29,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
 
-from ftc.backends.base import Backend
+from ftc.backends.base import Backend, TargetRule
 from ftc.compiler.plan import Plan
 from ftc.spec.fields import Flag, Section, param
 from ftc.spec.rules import Finding
@@ -282,6 +270,30 @@ class SlurmBackend(Backend):
     name = "slurm"
     summary = "job.sbatch: sbatch script; one srun task per node runs torchrun (c10d rendezvous), optional requeue"
     Options = SlurmOptions
+    rules = (
+        TargetRule("FTC301", "error", "GPUs on a CPU run", "gpus_per_node asks for GPUs but resources.device is cpu."),
+        TargetRule("FTC302", "error", "GPU run without GPUs", "resources.device gpu needs gpus_per_node above 0."),
+        TargetRule(
+            "FTC303", "error/warning", "processes per node unlike GPUs per node",
+            "An error when processes_per_node is larger than gpus_per_node (processes would share GPUs), a warning "
+            "when smaller (GPUs stay idle).",
+        ),
+        TargetRule(
+            "FTC304", "warning", "requeue without periodic checkpoints",
+            "requeue with evaluation_strategy no: a job stopped without the preemption signal starts over.",
+        ),
+        TargetRule(
+            "FTC305", "warning", "signal not before the time limit",
+            "signal_seconds must be shorter than the time limit, or the signal comes as the job starts.",
+        ),
+        TargetRule("FTC306", "warning", "signal settings without requeue", "signal and signal_seconds apply only with requeue."),
+        TargetRule("FTC307", "error", "both venv and conda_env", "A job activates one environment: venv or conda_env."),
+        TargetRule(
+            "FTC308", "error", "host environment with a container",
+            "venv and conda_env are activated on the host and do not reach the container of container_image.",
+        ),
+        TargetRule("FTC309", "warning", "mounts without a container", "container_mounts apply only with container_image."),
+    )
 
     def variables(self, plan: Plan) -> dict[str, Any]:
         o: SlurmOptions = plan.options  # type: ignore[assignment]

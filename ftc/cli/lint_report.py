@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ftc.errors import Location, SpecError, UnreadableSpec
 from ftc.spec.rules import SCHEMA_RULE, UNREADABLE_RULE, Finding
@@ -111,19 +112,24 @@ def report_github(results: list[FileResult]) -> str:
 def report_sarif(results: list[FileResult]) -> str:
     """SARIF 2.1.0 for code scanning (GitHub uploads it with codeql-action/upload-sarif)."""
     from ftc import __version__
+    from ftc.backends.registry import backends
     from ftc.spec.rules import RULES
 
+    registry: dict[str, Any] = dict(RULES)
+    for backend in backends().values():
+        registry.update({r.id: r for r in backend.rules})
     used = sorted({f.rule for r in results for f in r.findings})
     rules = []
     for rule_id in used:
-        known = RULES.get(rule_id)
+        known = registry.get(rule_id)
         rules.append(
             {
                 "id": rule_id,
                 "name": known.title if known else rule_id,
                 "shortDescription": {"text": known.title if known else rule_id},
                 "fullDescription": {"text": known.doc if known else rule_id},
-                "defaultConfiguration": {"level": known.severity if known else "error"},
+                # a target rule of both severities ("error/warning") defaults to error; each result has its own level
+                "defaultConfiguration": {"level": known.severity.split("/")[0] if known else "error"},
             }
         )
     findings = [f for r in results for f in r.findings]

@@ -38,6 +38,14 @@ def test_sarif_report(write_spec: Callable[..., Path]) -> None:
         assert run["tool"]["driver"]["rules"][r["ruleIndex"]]["id"] == r["ruleId"]
 
 
+def test_sarif_describes_target_rules(write_spec: Callable[..., Path]) -> None:
+    spec = write_spec(MINIMAL + "resources:\n  nodes: 2\n")
+    result = runner.invoke(app, ["lint", "--format", "sarif", "--target", "local", str(spec)])
+    (rule,) = json.loads(result.output)["runs"][0]["tool"]["driver"]["rules"]
+    assert rule["id"] == "FTC201" and rule["name"] != "FTC201" and rule["fullDescription"]["text"] != "FTC201"
+    assert rule["defaultConfiguration"]["level"] == "error"
+
+
 def test_rules_page_is_fresh() -> None:
     assert (ROOT / "docs" / "rules.md").read_text() == render_rules(), "run `ftc docs --rules > docs/rules.md`"
 

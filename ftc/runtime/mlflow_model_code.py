@@ -1,7 +1,8 @@
-"""The MLflow python_function model of ftc's question-answering and sequence-to-sequence models.
+"""The MLflow python_function model of ftc's question-answering, sequence-to-sequence and multi-label models.
 
 transformers 5 removed the question-answering, translation, summarization and text2text-generation
-pipelines, so MLflow's transformers flavour cannot hold these models. ftc saves them instead as
+pipelines, so MLflow's transformers flavour cannot hold these models; its text-classification
+pipeline returns one label per text, or every label's score, not a label set. ftc saves them instead as
 an MLflow "model from code": this file is copied into the MLflow model and run when it is loaded
 (`mlflow.pyfunc.load_model`); the artifact `hf_model` holds the finetuned transformers model and
 its tokenizer (a plain `save_pretrained` folder), and the model config holds the task's settings
@@ -18,6 +19,10 @@ predict input and output:
   tokens overlapping by doc_stride; when the model was trained with unanswerable questions
   (null_answers) an empty answer wins when the [CLS] span scores best in every window (the
   lowest [CLS] score beats the best span: windows without the answer learn to point at [CLS]).
+- text_classification (multi-label models only; single-label ones use the transformers flavour):
+  texts as for translation, or a DataFrame (or a dict) with columns `text` and `text_pair` for
+  sentence pairs -> a DataFrame with `labels` (the labels whose sigmoid is above the threshold,
+  best first; possibly none) and `scores` (their sigmoids). params: threshold (default 0.5).
 """
 
 from __future__ import annotations
@@ -47,6 +52,18 @@ def _texts(model_input: Any) -> list[str]:
     return [str(v) for v in model_input]
 
 
+def _sentences(model_input: Any) -> tuple[list[str], list[str] | None]:
+    """Texts, and their second sentences where the input has a `text_pair` column."""
+    import pandas as pd
+
+    frame = model_input
+    if isinstance(frame, dict):
+        frame = pd.DataFrame({k: v if isinstance(v, list) else [v] for k, v in frame.items()})
+    if isinstance(frame, pd.DataFrame) and "text_pair" in frame.columns:
+        return _texts(frame.drop(columns="text_pair")), [str(v) for v in frame["text_pair"]]
+    return _texts(frame), None
+
+
 def _pairs(model_input: Any) -> list[tuple[str, str]]:
     import pandas as pd
 
@@ -65,7 +82,12 @@ def _pairs(model_input: Any) -> list[tuple[str, str]]:
 # about that once when the model loads ("Add type hints to the `predict` method"): harmless.
 class FtcModel(PythonModel):
     def load_context(self, context):  # type: ignore[no-untyped-def]
-        from transformers import AutoModelForQuestionAnswering, AutoModelForSeq2SeqLM, AutoTokenizer
+        from transformers import (
+            AutoModelForQuestionAnswering,
+            AutoModelForSeq2SeqLM,
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+        )
 
         self.config = dict(context.model_config or {})
         self.task = self.config.get("task", "")
@@ -73,13 +95,38 @@ class FtcModel(PythonModel):
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.config.get("source_lang") and hasattr(self.tokenizer, "src_lang"):
             self.tokenizer.src_lang = self.config["source_lang"]
-        auto = AutoModelForQuestionAnswering if self.task == "question_answering" else AutoModelForSeq2SeqLM
+        auto = {
+            "question_answering": AutoModelForQuestionAnswering, "text_classification": AutoModelForSequenceClassification,
+        }.get(self.task, AutoModelForSeq2SeqLM)
         self.model = auto.from_pretrained(path).eval()
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         if self.task == "question_answering":
             return self._answer(_pairs(model_input))
+        if self.task == "text_classification":
+            threshold = (params or {}).get("threshold")
+            return self._classify(*_sentences(model_input), 0.5 if threshold is None else float(threshold))
         return self._generate(_texts(model_input), params or {})
+
+    # ----------------------------------------------------------------------- multi-label classification
+
+    def _classify(self, texts: list[str], pairs: list[str] | None, threshold: float) -> Any:
+        """Each text's labels with a sigmoid above `threshold`, best first, and their sigmoids."""
+        import pandas as pd
+        import torch
+
+        length = self.config.get("max_seq_length") or None
+        names = self.model.config.id2label
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(texts), BATCH):
+            args = [texts[start : start + BATCH]] + ([pairs[start : start + BATCH]] if pairs is not None else [])
+            enc = self.tokenizer(*args, truncation=length is not None, max_length=length, padding=True, return_tensors="pt")
+            with torch.no_grad():
+                probs = self.model(**enc).logits.sigmoid()
+            for row in probs.tolist():
+                chosen = sorted(((p, i) for i, p in enumerate(row) if p > threshold), reverse=True)
+                rows.append({"labels": [names[i] for _, i in chosen], "scores": [p for p, _ in chosen]})
+        return pd.DataFrame(rows, columns=["labels", "scores"])
 
     # ----------------------------------------------------------------------- seq2seq
 

@@ -1,4 +1,18 @@
-"""Loading tokenizers and pretrained models, shared by the tasks, with errors a user can act on."""
+"""Loading tokenizers and pretrained models, shared by the tasks, with errors a user can act on.
+
+model.gguf_file: the model (and, unless model.tokenizer_name names another, its tokenizer) is read
+from that GGUF file inside the model folder by transformers' GGUF support, which dequantizes the
+weights into a plain, trainable transformers model (float32, or bf16 with pure_bf16); what is
+saved after training is a normal model folder (safetensors), or the adapter.
+
+precision.use_fast_kernels (alias flash_attention_2): the model is loaded with
+attn_implementation "flash_attention_2" where a CUDA GPU and the flash_attn package are there,
+else "sdpa" (PyTorch's fused scaled_dot_product_attention), logged. A model class that cannot use
+the one asked for (transformers raises ValueError or ImportError: DeBERTa has no sdpa, flash_attn
+may not build for the GPU) is loaded with the next one, and last with its default attention,
+with a warning; the run does not fail for a speed setting. Without use_fast_kernels the
+transformers default applies (sdpa where the model supports it, else eager).
+"""
 
 from __future__ import annotations
 
@@ -50,7 +64,8 @@ def load_tokenizer(cfg: RunConfig) -> Any:
 
     ref = tokenizer_source(cfg)
     name = "tokenizer_name" if cfg.spec.model.tokenizer_name else "model_selector_output"
-    gguf = cfg.spec.model.gguf_file
+    # The GGUF file holds the tokenizer of its model; a tokenizer_name folder has its own files.
+    gguf = None if cfg.spec.model.tokenizer_name else _gguf_file(cfg)
     if os.path.isdir(ref) and not gguf and not any((Path(ref) / f).exists() for f in TOKENIZER_FILES):
         raise RuntimeUserError(
             f"no tokenizer in the model folder {ref} (looked for {', '.join(TOKENIZER_FILES)}); "
@@ -70,29 +85,84 @@ def load_model(auto_class: Any, cfg: RunConfig, **kwargs: Any) -> Any:
 
     ref = model_source(cfg)
     spec = cfg.spec
-    if spec.model.gguf_file:
-        kwargs["gguf_file"] = spec.model.gguf_file
+    gguf = _gguf_file(cfg)
+    if gguf:
+        kwargs["gguf_file"] = gguf
+        kwargs.setdefault("quantization_config", _gguf_dequantized())
     if spec.precision.pure_bf16:
         kwargs["dtype"] = torch.bfloat16
-    if spec.precision.use_fast_kernels:
-        kwargs["attn_implementation"] = _fast_attention()
-    try:
-        model = auto_class.from_pretrained(ref, **kwargs)
-    except Exception as exc:
-        raise RuntimeUserError(
-            f"cannot load the model from {_describe(cfg, 'model_selector_output', ref)}: {_first_line(exc)}"
-        ) from None
+    wanted = fast_attention() if spec.precision.use_fast_kernels else []
+    refused: list[str] = []
+    for attn in [*wanted, None]:  # None: the model's default attention
+        try:
+            model = auto_class.from_pretrained(ref, **kwargs, **({"attn_implementation": attn} if attn else {}))
+        except (ValueError, ImportError) as exc:
+            if attn is None:
+                raise _load_error(cfg, ref, exc) from None
+            refused.append(f"{attn} ({_first_line(exc)})")
+            continue
+        except Exception as exc:
+            raise _load_error(cfg, ref, exc) from None
+        break
+    if wanted:
+        got = getattr(model.config, "_attn_implementation", None)
+        if refused:
+            log.warning(
+                "precision.use_fast_kernels: the model cannot use %s; it uses %s attention",
+                "; nor ".join(refused), got,
+            )
+        else:
+            log.info("precision.use_fast_kernels: %s attention", got)
     return model
 
 
-def _fast_attention() -> str:
+def _load_error(cfg: RunConfig, ref: str, exc: BaseException) -> RuntimeUserError:
+    return RuntimeUserError(
+        f"cannot load the model from {_describe(cfg, 'model_selector_output', ref)}: {_first_line(exc)}"
+    )
+
+
+def _gguf_file(cfg: RunConfig) -> str | None:
+    """model.gguf_file, checked to be in the model folder (or an existing file) when the model is local."""
+    gguf = cfg.spec.model.gguf_file
+    if not gguf:
+        return None
+    folder = model_source(cfg)
+    if os.path.isdir(folder) and not (Path(folder) / gguf).is_file() and not (os.path.isabs(gguf) and os.path.isfile(gguf)):
+        found = sorted(p.name for p in Path(folder).glob("*.gguf"))
+        raise RuntimeUserError(
+            f"model.gguf_file {gguf} is not in the model folder {folder} "
+            f"({'its GGUF files: ' + ', '.join(found) if found else 'it holds no .gguf file'})"
+        )
+    return gguf
+
+
+def _gguf_dequantized() -> Any:
+    """transformers 5 loads a GGUF file through a quantizer that marks the model quantized and not
+    trainable (the Trainer refuses it) even where it unpacks every weight; dequantize=True unpacks
+    them into a plain dense model with no quantization left on it, which trains and saves."""
+    try:
+        from transformers import GgufConfig
+    except ImportError:  # transformers without the GGUF quantizer dequantizes anyway
+        return None
+    return GgufConfig(dequantize=True)
+
+
+def fast_attention() -> list[str]:
+    """The attention implementations use_fast_kernels asks for, best first: flash attention where it
+    can run (a CUDA GPU and the flash_attn package), then sdpa."""
     import importlib.util
 
     import torch
 
-    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "sdpa"
+    if not torch.cuda.is_available():
+        why = "there is no CUDA GPU"
+    elif importlib.util.find_spec("flash_attn") is None:
+        why = "the flash_attn package is not installed (pip install flash-attn)"
+    else:
+        return ["flash_attention_2", "sdpa"]
+    log.info("precision.use_fast_kernels: no flash attention, as %s; sdpa instead", why)
+    return ["sdpa"]
 
 
 def max_length(cfg: RunConfig, tokenizer: Any, model_config: Any) -> int:

@@ -4,13 +4,22 @@ MLflow model (checkpointing.save_as_mlflow_model, default true). The final model
 when the run evaluates: the Trainer loads it at the end) is saved as an MLflow model that
 `mlflow.pyfunc.load_model(path).predict(...)` loads and runs offline:
 
-- text_classification and causal_lm: MLflow's transformers flavour, a pipeline of the model and
-  tokenizer (`PIPELINE_TASKS`: text-classification, text-generation);
+- text_classification (single-label) and causal_lm: MLflow's transformers flavour, a pipeline of
+  the model and tokenizer (`PIPELINE_TASKS`: text-classification, text-generation);
 - question_answering, translation, summarization: transformers 5 has no pipelines for these
   tasks any more (it removed question-answering, translation, summarization and
   text2text-generation), so the transformers flavour cannot hold them; they are saved as a
   python_function model whose code is `ftc/runtime/mlflow_model_code.py` (see there for the
-  input and output of predict) and whose artifact is the transformers model folder.
+  input and output of predict) and whose artifact is the transformers model folder;
+- multi-label text_classification (info problem_type multi_label_classification): the same
+  python_function model, which returns each text's set of labels above a threshold (the
+  pipeline returns one label, or every label's score).
+
+causal_lm's model generates greedily (the text-generation pipeline would sample, 256 new tokens)
+up to 128 new tokens and returns the continuation only; predict's params (max_new_tokens,
+do_sample, temperature, top_p, num_beams) change that per call. A model trained on chats takes
+the rendered prompt (`tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+tokenize=False)`) and, as in training, adds no special tokens to it (the template writes them).
 
 A LoRA model is always saved merged into a full model, also when merge_lora_weights is false and
 pytorch_model_folder holds the adapter only: a model that serves predictions must not need the
@@ -163,15 +172,18 @@ def save_mlflow_model(
     stage = out / f".{MLFLOW_FOLDER}.partial"
     shutil.rmtree(stage, ignore_errors=True)
     try:
-        if task not in PIPELINE_TASKS and task not in PYFUNC_TASKS:
+        pyfunc = task in PYFUNC_TASKS or _multi_label(task, info)
+        if task not in PIPELINE_TASKS and not pyfunc:
             raise _Skip(f"ftc has no MLflow model for task {task!r} yet")
         from_folder = _zero3(trainer)
         if from_folder and not (model_folder is not None and saved in ("model", "merged")):
             raise _Skip("with DeepSpeed ZeRO-3 the MLflow model is read back from a saved full or merged model")
         quiet_mlflow_environment()
         with _quiet():
-            if task in PIPELINE_TASKS:
-                _save_pipeline(PIPELINE_TASKS[task], trainer, tokenizer, stage, model_folder if from_folder else None, peft_method)
+            if not pyfunc:
+                _save_pipeline(
+                    PIPELINE_TASKS[task], trainer, tokenizer, stage, model_folder if from_folder else None, peft_method, info
+                )
             else:
                 _save_pyfunc(task, trainer, tokenizer, stage, info or {}, model_folder if from_folder else None, peft_method)
         _replace_contents(stage, dest)
@@ -182,11 +194,18 @@ def save_mlflow_model(
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    log.info("MLflow model (%s) written to %s", "transformers" if task in PIPELINE_TASKS else "python_function", dest)
+    log.info("MLflow model (%s) written to %s", "python_function" if pyfunc else "transformers", dest)
     return dest
 
 
-def _save_pipeline(pipeline_task: str, trainer: Any, tokenizer: Any, stage: Path, folder: Path | None, peft_method: str) -> None:
+def _multi_label(task: str, info: dict[str, Any] | None) -> bool:
+    return task == "text_classification" and (info or {}).get("problem_type") == "multi_label_classification"
+
+
+def _save_pipeline(
+    pipeline_task: str, trainer: Any, tokenizer: Any, stage: Path, folder: Path | None, peft_method: str,
+    info: dict[str, Any] | None = None,
+) -> None:
     import mlflow.transformers
     from transformers import pipeline
 
@@ -199,9 +218,33 @@ def _save_pipeline(pipeline_task: str, trainer: Any, tokenizer: Any, stage: Path
     if reqs_folder is None:
         vocab = getattr(tokenizer, "vocab_file", None)
         reqs_folder = Path(vocab).parent if isinstance(vocab, str) and vocab.endswith(".model") else None
+    extra = _text_generation(info or {}) if pipeline_task == "text-generation" else {}
     mlflow.transformers.save_model(
-        transformers_model=pipe, path=str(stage), task=pipeline_task, pip_requirements=pip_requirements(reqs_folder)
+        transformers_model=pipe, path=str(stage), task=pipeline_task, pip_requirements=pip_requirements(reqs_folder),
+        **extra,
     )
+
+
+# causal_lm's MLflow model: greedy generation, and what predict's params may change (their defaults).
+GENERATION_DEFAULTS: dict[str, Any] = {"max_new_tokens": 128, "do_sample": False, "temperature": 1.0, "top_p": 1.0, "num_beams": 1}
+
+
+def _text_generation(info: dict[str, Any]) -> dict[str, Any]:
+    """model_config and signature of a text-generation pipeline model (see the module docstring)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+
+    types = {bool: DataType.boolean, int: DataType.long, float: DataType.double}
+    config = {**GENERATION_DEFAULTS, "return_full_text": False}
+    if info.get("data_format") == "chat":  # the prompt is a rendered chat template, which writes BOS itself
+        config["add_special_tokens"] = False
+    signature = ModelSignature(
+        inputs=Schema([ColSpec(DataType.string)]),
+        outputs=Schema([ColSpec(DataType.string)]),
+        # MLflow passes every param, with its default where the call gives none (a None default would be passed)
+        params=ParamSchema([ParamSpec(k, types[type(v)], v) for k, v in GENERATION_DEFAULTS.items()]),
+    )
+    return {"model_config": config, "signature": signature}
 
 
 def _save_pyfunc(task: str, trainer: Any, tokenizer: Any, stage: Path, info: dict[str, Any], folder: Path | None, peft_method: str) -> None:
@@ -228,6 +271,11 @@ def _save_pyfunc(task: str, trainer: Any, tokenizer: Any, stage: Path, info: dic
                     ColSpec(DataType.string, "answer"), ColSpec(DataType.double, "score"),
                     ColSpec(DataType.long, "start"), ColSpec(DataType.long, "end"),
                 ]),
+            )
+        elif task == "text_classification":  # no input schema: one would drop text_pair or refuse a list of texts
+            signature = ModelSignature(
+                inputs=None,
+                params=ParamSchema([ParamSpec("threshold", DataType.double, 0.5)]),
             )
         else:
             signature = ModelSignature(

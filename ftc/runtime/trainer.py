@@ -8,6 +8,7 @@ module applies LoRA, maps the spec onto transformers 5's TrainingArguments, trai
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -228,6 +229,25 @@ def deepspeed_config(cfg: RunConfig) -> str | dict[str, Any]:
     }
 
 
+def deepspeed_env_defaults() -> None:
+    """A single process without a launcher: the torch.distributed environment of a world of one.
+
+    Without RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT DeepSpeed falls back to MPI discovery
+    (and fails without mpi4py). Launchers (torchrun, deepspeed, Ray, srun wrappers) set them; only
+    what is missing is filled in, and only when no launcher set RANK or WORLD_SIZE.
+    """
+    if "RANK" in os.environ or "WORLD_SIZE" in os.environ:
+        return
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a free port for the process group
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    defaults = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    for var, value in defaults.items():
+        os.environ.setdefault(var, value)
+
+
 def training_arguments_kwargs(
     cfg: RunConfig, n_train: int, has_eval: bool, cuda: bool, world_size: int = 1
 ) -> dict[str, Any]:
@@ -423,6 +443,57 @@ def make_trainer(
     return trainer
 
 
+def evaluate_before_training(trainer: Any) -> dict[str, float]:
+    """`trainer.evaluate()` before `trainer.train()`, also under DeepSpeed.
+
+    transformers would start a DeepSpeed inference engine for it, which ZeRO-2 refuses ("ZeRO
+    inference only makes sense with ZeRO Stage 3") and which train() would then reuse without an
+    optimizer. Before training every rank still holds the whole model (the runtime loads it before
+    TrainingArguments exist, so it is not partitioned), so it is evaluated as a plain module (the
+    ranks share the data as usual) and the Trainer is left as it was for train().
+    """
+    if not getattr(trainer, "is_deepspeed_enabled", False):
+        return trainer.evaluate()
+    models = list(trainer.accelerator._models)
+    trainer.is_deepspeed_enabled = False
+    try:
+        return trainer.evaluate()
+    finally:
+        trainer.is_deepspeed_enabled = True
+        trainer.accelerator._models[:] = models
+        trainer.model_wrapped = trainer.model
+        trainer.deepspeed = None
+
+
+def gathered_parameters(trainer: Any) -> Any:
+    """A context in which every parameter is whole under DeepSpeed ZeRO-3 (entered by every rank:
+    it gathers the shards); a no-op otherwise."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not (getattr(trainer, "is_deepspeed_enabled", False) and is_deepspeed_zero3_enabled()):
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(trainer.model.parameters()), modifier_rank=None)
+
+
+@contextlib.contextmanager
+def rank_zero_loading() -> Any:
+    """Model loading by one rank alone under ZeRO-3 (the MLflow model reads pytorch_model_folder back).
+
+    While the Trainer's DeepSpeed config is registered, transformers loads every model through
+    deepspeed.zero.Init, whose collectives wait for the other ranks forever; the registration is
+    lifted for the duration (the Trainer's own state keeps the stage)."""
+    from transformers.integrations import deepspeed as hf_ds
+
+    saved = hf_ds._hf_deepspeed_config_weak_ref
+    hf_ds.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_ds._hf_deepspeed_config_weak_ref = saved
+
+
 def add_perplexity(metrics: dict[str, float], prefix: str) -> None:
     """`<prefix>_perplexity`: exp of `<prefix>_loss` (inf where it overflows)."""
     loss = metrics.get(f"{prefix}_loss")
@@ -485,6 +556,8 @@ def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool, on_failure: 
     task = get_task(cfg.task)
     cuda = use_cuda(cfg)
     check_supported(cfg, cuda)
+    if s.deepspeed.apply_deepspeed:
+        deepspeed_env_defaults()
     data = task.load_data(cfg)  # bad data fails here, before any model is loaded
 
     resume = None
@@ -545,7 +618,7 @@ def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool, on_failure: 
 
     metrics: dict[str, float] = {}
     if has_eval:
-        initial = trainer.evaluate()
+        initial = evaluate_before_training(trainer)
         metrics.update({f"initial_{k}": v for k, v in initial.items() if k != "epoch"})
         _show(prepared, "before training", initial)
 
@@ -575,9 +648,10 @@ def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool, on_failure: 
     if s.checkpointing.save_model:
         model = trainer.model
         if is_peft(model) and s.lora.merge_lora_weights:
-            if trainer.is_world_process_zero():
-                saved = save_final_model(model, folder, merge=True)
-                prepared.tokenizer.save_pretrained(str(folder))
+            with gathered_parameters(trainer):  # ZeRO-3: every rank gathers the shards, rank 0 merges and writes
+                if trainer.is_world_process_zero():
+                    saved = save_final_model(model, folder, merge=True)
+                    prepared.tokenizer.save_pretrained(str(folder))
         else:
             trainer.save_model(str(folder))  # every rank: DeepSpeed gathers; rank 0 writes
             saved = "adapter" if is_peft(model) else "model"
@@ -599,11 +673,12 @@ def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool, on_failure: 
         if curves is not None:
             artifacts.append(curves)
         if s.checkpointing.save_as_mlflow_model:  # after everything else: a LoRA model is merged in place
-            outputs.save_mlflow_model(
-                cfg.task, trainer, prepared.tokenizer, out, info=prepared.info,
-                saved=saved if s.checkpointing.save_model else "", model_folder=folder if s.checkpointing.save_model else None,
-                peft_method=s.lora.peft_method,
-            )
+            with rank_zero_loading():  # ZeRO-3: rank 0 alone reads the saved model back
+                outputs.save_mlflow_model(
+                    cfg.task, trainer, prepared.tokenizer, out, info=prepared.info,
+                    saved=saved if s.checkpointing.save_model else "", model_folder=folder if s.checkpointing.save_model else None,
+                    peft_method=s.lora.peft_method,
+                )
     if tracking is not None:
         tracking.finish("FINISHED", artifacts)
     if has_eval and is_main:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -465,3 +466,44 @@ def test_gradient_accumulation_keeps_the_loss_scale(compile_config, project: Pat
         logged[ga] = next(h for h in history if "loss" in h)
     assert logged[2]["loss"] == pytest.approx(logged[1]["loss"], rel=0.05)
     assert logged[2]["grad_norm"] == pytest.approx(logged[1]["grad_norm"], rel=0.05)
+
+
+@pytest.mark.slow
+def test_mlflow_model_replies_as_the_trained_model_does(compile_config, project: Path, run_inprocess) -> None:
+    """The MLflow model (transformers flavour, text-generation) loads offline and gives the trained model's
+    greedy reply to a rendered chat prompt: the continuation only, no second BOS, the same every call (the
+    pipeline alone would sample and repeat the prompt); params change the length per call."""
+    import mlflow.pyfunc
+    import torch
+    import yaml
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    code, _, err = run_inprocess(compile_config(CHAT_SPEC), "--max_steps", "60", "--evaluation_strategy", "no")
+    assert code == 0, err
+    folder = project / "out" / "mlflow_model_folder"
+    mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
+    assert mlmodel["flavors"]["transformers"]["task"] == "text-generation"
+    generation = mlmodel["flavors"]["python_function"]["config"]  # what the pipeline is called with
+    assert (generation["do_sample"], generation["return_full_text"], generation["add_special_tokens"]) == (False, False, False)
+    trained = project / "out" / "pytorch_model_folder"
+    tok = AutoTokenizer.from_pretrained(str(trained))
+    model = AutoModelForCausalLM.from_pretrained(str(trained)).eval()
+
+    rows = chat_rows(8, seed=777)
+    prompts = [tok.apply_chat_template(r["messages"][:1], add_generation_prompt=True, tokenize=False) for r in rows]
+    expected = []
+    for prompt in prompts:
+        enc = tok(prompt, add_special_tokens=False, return_tensors="pt")  # the template wrote the BOS
+        assert enc["input_ids"][0].tolist().count(tok.bos_token_id) == 1
+        with torch.no_grad():
+            ids = model.generate(**enc, max_new_tokens=128, do_sample=False)
+        expected.append(tok.decode(ids[0, enc["input_ids"].shape[1] :], skip_special_tokens=True))
+    loaded = mlflow.pyfunc.load_model(str(folder))
+    replies = loaded.predict(prompts)
+    assert replies == expected
+    assert loaded.predict(prompts) == replies  # greedy: the same every call
+    # It is the trained model: 60 steps teach the form of a summary (copying the names takes longer).
+    assert all(re.fullmatch(r"[a-z]+ brings the [a-z]+ on [a-z]+day \.", " ".join(r.split())) for r in replies), replies
+    short = loaded.predict(prompts[:2], params={"max_new_tokens": 2})
+    assert [len(tok(s, add_special_tokens=False)["input_ids"]) for s in short] == [2, 2]
+    assert [" ".join(r.split()[:2]) for r in replies[:2]] == short

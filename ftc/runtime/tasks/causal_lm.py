@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ftc.runtime.config import RunConfig
-from ftc.runtime.data import Table, data_paths, read_table, require_columns, seeded_split
+from ftc.runtime.data import Table, spec_data_paths, read_table, require_columns, seeded_split
 from ftc.runtime.errors import DataError, RuntimeUserError
 from ftc.runtime.tasks import Prepared
 from ftc.runtime.tasks.seq2seq import texts
@@ -377,12 +377,7 @@ class CausalLM:
 
     def load_data(self, cfg: RunConfig) -> LMData:
         d = cfg.spec.data
-        paths = data_paths(
-            cfg.path("data", "train_file_path"),
-            cfg.path("data", "validation_file_path"),
-            cfg.path("data", "test_file_path"),
-            cfg.path("data", "preprocess_output"),
-        )
+        paths = spec_data_paths(cfg)
         train = check_table(read_table(paths["train"], "train"), cfg)
         validation = check_table(read_table(paths["validation"], "validation"), cfg) if "validation" in paths else None
         test = check_table(read_table(paths["test"], "test"), cfg) if "test" in paths else None

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ftc.runtime.config import RunConfig
-from ftc.runtime.data import Table, data_paths, read_table, require_columns, seeded_split
+from ftc.runtime.data import Table, spec_data_paths, read_table, require_columns, seeded_split
 from ftc.runtime.errors import DataError, RuntimeUserError
 from ftc.runtime.tasks import Prepared
 
@@ -349,12 +349,7 @@ class QuestionAnswering:
 
     def load_data(self, cfg: RunConfig) -> QAData:
         d = cfg.spec.data
-        paths = data_paths(
-            cfg.path("data", "train_file_path"),
-            cfg.path("data", "validation_file_path"),
-            cfg.path("data", "test_file_path"),
-            cfg.path("data", "preprocess_output"),
-        )
+        paths = spec_data_paths(cfg)
         table = read_table(paths["train"], "train")
         train = read_examples(table, cfg)
         if not any(e.answers for e in train):

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ftc.runtime.config import RunConfig
-from ftc.runtime.data import Table, data_paths, read_table, require_columns, seeded_split
+from ftc.runtime.data import Table, spec_data_paths, read_table, require_columns, seeded_split
 from ftc.runtime.errors import DataError, RuntimeUserError
 from ftc.runtime.tasks import Prepared
 
@@ -334,12 +334,7 @@ class Seq2SeqTask:
 
     def load_data(self, cfg: RunConfig) -> Seq2SeqData:
         d = cfg.spec.data
-        paths = data_paths(
-            cfg.path("data", "train_file_path"),
-            cfg.path("data", "validation_file_path"),
-            cfg.path("data", "test_file_path"),
-            cfg.path("data", "preprocess_output"),
-        )
+        paths = spec_data_paths(cfg)
         train = self._table(paths["train"], "train", cfg)
         validation = self._table(paths["validation"], "validation", cfg) if "validation" in paths else None
         test = self._table(paths["test"], "test", cfg) if "test" in paths else None

@@ -8,12 +8,13 @@ import pytest
 
 from ftc.cli.lint_report import lint_file
 from ftc.compiler.build import compile_spec
+from ftc.spec.fields import TASKS
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.yaml"))
 
 
-def test_there_are_examples() -> None:
-    assert any(p.name == "text_classification.yaml" for p in EXAMPLES)
+def test_one_example_per_task() -> None:
+    assert {p.stem for p in EXAMPLES} == set(TASKS)
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)

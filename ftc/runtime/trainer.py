@@ -8,7 +8,6 @@ module applies LoRA, maps the spec onto transformers 5's TrainingArguments, trai
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import logging
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ftc.runtime import preemption
+from ftc.runtime import preemption, zero
 from ftc.runtime.config import RunConfig
 from ftc.runtime.errors import RuntimeUserError
 from ftc.runtime.tasks import Prepared, get_task
@@ -203,51 +202,6 @@ def evaluation_schedule(cfg: RunConfig, per_epoch: int, has_eval: bool) -> tuple
     return strategy, steps
 
 
-def deepspeed_config(cfg: RunConfig) -> str | dict[str, Any]:
-    """The user's DeepSpeed file, or a ZeRO config for deepspeed_stage with the HF "auto" values."""
-    ds = cfg.spec.deepspeed
-    path = cfg.path("deepspeed", "deepspeed")
-    if path is not None:
-        if not path.is_file():
-            raise RuntimeUserError(f"deepspeed config file not found: {path}")
-        return str(path)
-    zero: dict[str, Any] = {"stage": int(ds.deepspeed_stage)}
-    if ds.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu"}
-    if ds.offload_param and zero["stage"] == 3:
-        zero["offload_param"] = {"device": "cpu"}
-    if zero["stage"] == 3:
-        zero["stage3_gather_16bit_weights_on_model_save"] = True
-    return {
-        "zero_optimization": zero,
-        "train_micro_batch_size_per_gpu": "auto",
-        "train_batch_size": "auto",
-        "gradient_accumulation_steps": "auto",
-        "gradient_clipping": "auto",
-        "bf16": {"enabled": "auto"},
-        "fp16": {"enabled": "auto"},
-    }
-
-
-def deepspeed_env_defaults() -> None:
-    """A single process without a launcher: the torch.distributed environment of a world of one.
-
-    Without RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT DeepSpeed falls back to MPI discovery
-    (and fails without mpi4py). Launchers (torchrun, deepspeed, Ray, srun wrappers) set them; only
-    what is missing is filled in, and only when no launcher set RANK or WORLD_SIZE.
-    """
-    if "RANK" in os.environ or "WORLD_SIZE" in os.environ:
-        return
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a free port for the process group
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    defaults = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    for var, value in defaults.items():
-        os.environ.setdefault(var, value)
-
-
 def training_arguments_kwargs(
     cfg: RunConfig, n_train: int, has_eval: bool, cuda: bool, world_size: int = 1
 ) -> dict[str, Any]:
@@ -310,7 +264,7 @@ def training_arguments_kwargs(
     if s.precision.torch_compile:
         kwargs["torch_compile"] = True
     if s.deepspeed.apply_deepspeed:
-        kwargs["deepspeed"] = deepspeed_config(cfg)
+        kwargs["deepspeed"] = zero.deepspeed_config(cfg)
     return kwargs
 
 
@@ -443,57 +397,6 @@ def make_trainer(
     return trainer
 
 
-def evaluate_before_training(trainer: Any) -> dict[str, float]:
-    """`trainer.evaluate()` before `trainer.train()`, also under DeepSpeed.
-
-    transformers would start a DeepSpeed inference engine for it, which ZeRO-2 refuses ("ZeRO
-    inference only makes sense with ZeRO Stage 3") and which train() would then reuse without an
-    optimizer. Before training every rank still holds the whole model (the runtime loads it before
-    TrainingArguments exist, so it is not partitioned), so it is evaluated as a plain module (the
-    ranks share the data as usual) and the Trainer is left as it was for train().
-    """
-    if not getattr(trainer, "is_deepspeed_enabled", False):
-        return trainer.evaluate()
-    models = list(trainer.accelerator._models)
-    trainer.is_deepspeed_enabled = False
-    try:
-        return trainer.evaluate()
-    finally:
-        trainer.is_deepspeed_enabled = True
-        trainer.accelerator._models[:] = models
-        trainer.model_wrapped = trainer.model
-        trainer.deepspeed = None
-
-
-def gathered_parameters(trainer: Any) -> Any:
-    """A context in which every parameter is whole under DeepSpeed ZeRO-3 (entered by every rank:
-    it gathers the shards); a no-op otherwise."""
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    if not (getattr(trainer, "is_deepspeed_enabled", False) and is_deepspeed_zero3_enabled()):
-        return contextlib.nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters(list(trainer.model.parameters()), modifier_rank=None)
-
-
-@contextlib.contextmanager
-def rank_zero_loading() -> Any:
-    """Model loading by one rank alone under ZeRO-3 (the MLflow model reads pytorch_model_folder back).
-
-    While the Trainer's DeepSpeed config is registered, transformers loads every model through
-    deepspeed.zero.Init, whose collectives wait for the other ranks forever; the registration is
-    lifted for the duration (the Trainer's own state keeps the stage)."""
-    from transformers.integrations import deepspeed as hf_ds
-
-    saved = hf_ds._hf_deepspeed_config_weak_ref
-    hf_ds.unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        hf_ds._hf_deepspeed_config_weak_ref = saved
-
-
 def add_perplexity(metrics: dict[str, float], prefix: str) -> None:
     """`<prefix>_perplexity`: exp of `<prefix>_loss` (inf where it overflows)."""
     loss = metrics.get(f"{prefix}_loss")
@@ -557,7 +460,7 @@ def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool, on_failure: 
     cuda = use_cuda(cfg)
     check_supported(cfg, cuda)
     if s.deepspeed.apply_deepspeed:
-        deepspeed_env_defaults()
+        zero.deepspeed_env_defaults()
     data = task.load_data(cfg)  # bad data fails here, before any model is loaded
 
     resume = None
@@ -618,7 +521,7 @@ def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool, on_failure: 
 
     metrics: dict[str, float] = {}
     if has_eval:
-        initial = evaluate_before_training(trainer)
+        initial = zero.evaluate_before_training(trainer)
         metrics.update({f"initial_{k}": v for k, v in initial.items() if k != "epoch"})
         _show(prepared, "before training", initial)
 
@@ -648,7 +551,7 @@ def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool, on_failure: 
     if s.checkpointing.save_model:
         model = trainer.model
         if is_peft(model) and s.lora.merge_lora_weights:
-            with gathered_parameters(trainer):  # ZeRO-3: every rank gathers the shards, rank 0 merges and writes
+            with zero.gathered_parameters(trainer):  # ZeRO-3: every rank gathers the shards, rank 0 merges and writes
                 if trainer.is_world_process_zero():
                     saved = save_final_model(model, folder, merge=True)
                     prepared.tokenizer.save_pretrained(str(folder))
@@ -673,7 +576,7 @@ def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool, on_failure: 
         if curves is not None:
             artifacts.append(curves)
         if s.checkpointing.save_as_mlflow_model:  # after everything else: a LoRA model is merged in place
-            with rank_zero_loading():  # ZeRO-3: rank 0 alone reads the saved model back
+            with zero.rank_zero_loading():  # ZeRO-3: rank 0 alone reads the saved model back
                 outputs.save_mlflow_model(
                     cfg.task, trainer, prepared.tokenizer, out, info=prepared.info,
                     saved=saved if s.checkpointing.save_model else "", model_folder=folder if s.checkpointing.save_model else None,

@@ -1,0 +1,111 @@
+"""DeepSpeed ZeRO in the runtime: the default config, a launcher-less process, and what ZeRO changes
+around training (evaluation before train(), gathering shards to merge LoRA, loading on one rank).
+
+The Trainer runs DeepSpeed itself (`TrainingArguments(deepspeed=...)`); these are the pieces it
+does not handle for ftc's run: see each function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+from ftc.runtime.config import RunConfig
+from ftc.runtime.errors import RuntimeUserError
+
+
+def deepspeed_config(cfg: RunConfig) -> str | dict[str, Any]:
+    """The user's DeepSpeed file, or a ZeRO config for deepspeed_stage with the HF "auto" values."""
+    ds = cfg.spec.deepspeed
+    path = cfg.path("deepspeed", "deepspeed")
+    if path is not None:
+        if not path.is_file():
+            raise RuntimeUserError(f"deepspeed config file not found: {path}")
+        return str(path)
+    zero: dict[str, Any] = {"stage": int(ds.deepspeed_stage)}
+    if ds.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    if ds.offload_param and zero["stage"] == 3:
+        zero["offload_param"] = {"device": "cpu"}
+    if zero["stage"] == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return {
+        "zero_optimization": zero,
+        "train_micro_batch_size_per_gpu": "auto",
+        "train_batch_size": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "bf16": {"enabled": "auto"},
+        "fp16": {"enabled": "auto"},
+    }
+
+
+def deepspeed_env_defaults() -> None:
+    """A single process without a launcher: the torch.distributed environment of a world of one.
+
+    Without RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT DeepSpeed falls back to MPI discovery
+    (and fails without mpi4py). Launchers (torchrun, deepspeed, Ray, srun wrappers) set them; only
+    what is missing is filled in, and only when no launcher set RANK or WORLD_SIZE.
+    """
+    if "RANK" in os.environ or "WORLD_SIZE" in os.environ:
+        return
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a free port for the process group
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    defaults = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    for var, value in defaults.items():
+        os.environ.setdefault(var, value)
+
+
+def evaluate_before_training(trainer: Any) -> dict[str, float]:
+    """`trainer.evaluate()` before `trainer.train()`, also under DeepSpeed.
+
+    transformers would start a DeepSpeed inference engine for it, which ZeRO-2 refuses ("ZeRO
+    inference only makes sense with ZeRO Stage 3") and which train() would then reuse without an
+    optimizer. Before training every rank still holds the whole model (the runtime loads it before
+    TrainingArguments exist, so it is not partitioned), so it is evaluated as a plain module (the
+    ranks share the data as usual) and the Trainer is left as it was for train().
+    """
+    if not getattr(trainer, "is_deepspeed_enabled", False):
+        return trainer.evaluate()
+    models = list(trainer.accelerator._models)
+    trainer.is_deepspeed_enabled = False
+    try:
+        return trainer.evaluate()
+    finally:
+        trainer.is_deepspeed_enabled = True
+        trainer.accelerator._models[:] = models
+        trainer.model_wrapped = trainer.model
+        trainer.deepspeed = None
+
+
+def gathered_parameters(trainer: Any) -> Any:
+    """A context in which every parameter is whole under DeepSpeed ZeRO-3 (entered by every rank:
+    it gathers the shards); a no-op otherwise."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not (getattr(trainer, "is_deepspeed_enabled", False) and is_deepspeed_zero3_enabled()):
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(trainer.model.parameters()), modifier_rank=None)
+
+
+@contextlib.contextmanager
+def rank_zero_loading() -> Any:
+    """Model loading by one rank alone under ZeRO-3 (the MLflow model reads pytorch_model_folder back).
+
+    While the Trainer's DeepSpeed config is registered, transformers loads every model through
+    deepspeed.zero.Init, whose collectives wait for the other ranks forever; the registration is
+    lifted for the duration (the Trainer's own state keeps the stage)."""
+    from transformers.integrations import deepspeed as hf_ds
+
+    saved = hf_ds._hf_deepspeed_config_weak_ref
+    hf_ds.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_ds._hf_deepspeed_config_weak_ref = saved

@@ -1,5 +1,6 @@
-"""DeepSpeed ZeRO in the runtime: the default config, a launcher-less process, and what ZeRO changes
-around training (evaluation before train(), gathering shards to merge LoRA, loading on one rank).
+"""DeepSpeed ZeRO and DDP in the runtime: the default ZeRO config, a launcher-less process, and what
+several processes change around training (the evaluation before train() must leave the model
+unprepared, or DDP never wraps it; gathering shards to merge LoRA; loading on one rank).
 
 The Trainer runs DeepSpeed itself (`TrainingArguments(deepspeed=...)`); these are the pieces it
 does not handle for ftc's run: see each function.
@@ -70,7 +71,10 @@ def evaluate_before_training(trainer: Any) -> dict[str, float]:
     ranks share the data as usual) and the Trainer is left as it was for train().
     """
     if not getattr(trainer, "is_deepspeed_enabled", False):
-        return trainer.evaluate()
+        try:
+            return trainer.evaluate()
+        finally:
+            _unprepare(trainer)
     models = list(trainer.accelerator._models)
     trainer.is_deepspeed_enabled = False
     try:
@@ -80,6 +84,18 @@ def evaluate_before_training(trainer: Any) -> dict[str, float]:
         trainer.accelerator._models[:] = models
         trainer.model_wrapped = trainer.model
         trainer.deepspeed = None
+        _unprepare(trainer)
+
+
+def _unprepare(trainer: Any) -> None:
+    """Forget the evaluation's `accelerator.prepare_model(evaluation_mode=True)`: it marks the model
+    prepared (`_is_accelerate_prepared`), and train() would then take it as it is, so several
+    processes would train without DistributedDataParallel (no gradient all-reduce: each rank on its
+    own share of the batches, rank 0 saving its own model)."""
+    if getattr(trainer.model, "_is_accelerate_prepared", False):
+        trainer.model._is_accelerate_prepared = False
+    models = trainer.accelerator._models
+    models[:] = [m for m in models if m is not trainer.model]
 
 
 def gathered_parameters(trainer: Any) -> Any:

@@ -132,6 +132,20 @@ def make_seq2seq_data(folder: str | Path, rows: Sequence[dict], n_val: int) -> t
     )
 
 
+def _bart_sizes(d_model: int) -> dict[str, int]:
+    """The sizes of the tiny BART-family models: one layer each side, two heads, 64 positions."""
+    return {
+        "d_model": d_model,
+        "encoder_layers": 1,
+        "decoder_layers": 1,
+        "encoder_attention_heads": 2,
+        "decoder_attention_heads": 2,
+        "encoder_ffn_dim": 2 * d_model,
+        "decoder_ffn_dim": 2 * d_model,
+        "max_position_embeddings": 64,
+    }
+
+
 def make_tiny_mbart(folder: str | Path, *, many_to_many: bool = False, d_model: int = 32, seed: int = 0) -> Path:
     """A tiny random MBartForConditionalGeneration with an mBART tokenizer over the dictionary's words.
 
@@ -150,14 +164,7 @@ def make_tiny_mbart(folder: str | Path, *, many_to_many: bool = False, d_model: 
     tokenizer.save_pretrained(str(folder))
     config = MBartConfig(
         vocab_size=len(tokenizer),
-        d_model=d_model,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=2 * d_model,
-        decoder_ffn_dim=2 * d_model,
-        max_position_embeddings=64,
+        **_bart_sizes(d_model),
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -179,14 +186,7 @@ def make_tiny_bart(folder: str | Path, *, d_model: int = 32, seed: int = 0) -> P
     eos = tokenizer.eos_token_id
     config = BartConfig(
         vocab_size=len(tokenizer),
-        d_model=d_model,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=2 * d_model,
-        decoder_ffn_dim=2 * d_model,
-        max_position_embeddings=64,
+        **_bart_sizes(d_model),
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=eos,
         eos_token_id=eos,

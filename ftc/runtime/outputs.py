@@ -117,9 +117,11 @@ def _quiet() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _zero3(trainer: Any) -> bool:
+def _sharded(trainer: Any) -> bool:
+    """Whether the weights in memory are shards (DeepSpeed ZeRO-3, FSDP) rather than the whole model."""
     plugin = getattr(getattr(getattr(trainer, "accelerator", None), "state", None), "deepspeed_plugin", None)
-    return bool(getattr(trainer, "is_deepspeed_enabled", False) and getattr(plugin, "zero_stage", 0) == 3)
+    zero3 = getattr(trainer, "is_deepspeed_enabled", False) and getattr(plugin, "zero_stage", 0) == 3
+    return bool(zero3 or getattr(trainer, "is_fsdp_enabled", False))
 
 
 def final_model(trainer: Any, peft_method: str = "lora") -> Any:
@@ -165,7 +167,7 @@ def save_mlflow_model(
     """Write `<out>/mlflow_model_folder`; returns it, or None (with a warning) when it cannot be written.
 
     `saved` and `model_folder` say what pytorch_model_folder holds ("model", "merged", "adapter",
-    or nothing): with DeepSpeed ZeRO-3 the weights in memory are sharded, so the model is read
+    or nothing): with DeepSpeed ZeRO-3 or FSDP the weights in memory are sharded, so the model is read
     back from that folder.
     """
     dest = out / MLFLOW_FOLDER
@@ -175,9 +177,9 @@ def save_mlflow_model(
         pyfunc = task in PYFUNC_TASKS or _multi_label(task, info)
         if task not in PIPELINE_TASKS and not pyfunc:
             raise _Skip(f"ftc has no MLflow model for task {task!r} yet")
-        from_folder = _zero3(trainer)
+        from_folder = _sharded(trainer)
         if from_folder and not (model_folder is not None and saved in ("model", "merged")):
-            raise _Skip("with DeepSpeed ZeRO-3 the MLflow model is read back from a saved full or merged model")
+            raise _Skip("with DeepSpeed ZeRO-3 or FSDP the MLflow model is read back from a saved full or merged model")
         quiet_mlflow_environment()
         with _quiet():
             if not pyfunc:

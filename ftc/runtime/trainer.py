@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ftc.runtime import preemption, zero
+from ftc.runtime import fsdp, preemption, zero
 from ftc.runtime.config import RunConfig
 from ftc.runtime.errors import RuntimeUserError
 from ftc.runtime.tasks import Prepared, get_task
@@ -123,7 +123,7 @@ def check_supported(cfg: RunConfig, cuda: bool) -> None:
     if s.ort.apply_ort:  # never a silent no-op; the message is lint rule FTC107's (a test keeps them equal)
         raise RuntimeUserError(f"ort.apply_ort: {ORT_UNAVAILABLE}")
     if s.fsdp.enable_fsdp:
-        raise RuntimeUserError("fsdp.enable_fsdp is not supported by the runtime yet; use DDP (processes_per_node) or deepspeed")
+        fsdp.check_supported(cfg)
     if s.precision.quantization:
         raise RuntimeUserError(
             f"precision.quantization {s.precision.quantization} (QLoRA) is not supported by the runtime yet"
@@ -265,6 +265,8 @@ def training_arguments_kwargs(
         kwargs["torch_compile"] = True
     if s.deepspeed.apply_deepspeed:
         kwargs["deepspeed"] = zero.deepspeed_config(cfg)
+    if s.fsdp.enable_fsdp:
+        kwargs.update(fsdp.fsdp_arguments(cfg))
     return kwargs
 
 
@@ -340,6 +342,10 @@ def make_trainer(
             if "loss" in logs:  # a training log record (every process calls log: counts are summed over them)
                 logs.update(throughput.log_fields())
             super().log(logs, start_time)
+
+        def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+            fsdp.prepare_checkpoint_folder(self, output_dir)
+            super().save_model(output_dir, _internal_call)
 
         def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
             if opt.lr_scheduler_type != "step":
@@ -506,7 +512,8 @@ def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool, on_failure: 
     has_eval = prepared.eval_dataset is not None and len(prepared.eval_dataset) > 0
     per_epoch = steps_per_epoch(cfg, n_train, world_size)
     args = build_training_arguments(cfg, n_train, has_eval, cuda, world_size, generation=prepared.generation)
-    trainer = make_trainer(cfg, prepared, args, per_epoch, out=out, rank=rank_info()[0], world_size=world_size, cuda=cuda)
+    with fsdp.on_cpu_processes(cuda):
+        trainer = make_trainer(cfg, prepared, args, per_epoch, out=out, rank=rank_info()[0], world_size=world_size, cuda=cuda)
     if preempt is not None:
         trainer.add_callback(preempt.callback())
     total = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs) * per_epoch
@@ -550,7 +557,9 @@ def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool, on_failure: 
     saved = "nothing (checkpointing.save_model is false)"
     if s.checkpointing.save_model:
         model = trainer.model
-        if is_peft(model) and s.lora.merge_lora_weights:
+        if trainer.is_fsdp_enabled:  # every rank gathers the shards; rank 0 writes
+            saved = fsdp.save_final_model(trainer, folder)
+        elif is_peft(model) and s.lora.merge_lora_weights:
             with zero.gathered_parameters(trainer):  # ZeRO-3: every rank gathers the shards, rank 0 merges and writes
                 if trainer.is_world_process_zero():
                     saved = save_final_model(model, folder, merge=True)

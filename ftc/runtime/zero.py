@@ -62,28 +62,28 @@ def deepspeed_env_defaults() -> None:
 
 
 def evaluate_before_training(trainer: Any) -> dict[str, float]:
-    """`trainer.evaluate()` before `trainer.train()`, also under DeepSpeed.
+    """`trainer.evaluate()` before `trainer.train()`, also under DeepSpeed and FSDP.
 
-    transformers would start a DeepSpeed inference engine for it, which ZeRO-2 refuses ("ZeRO
-    inference only makes sense with ZeRO Stage 3") and which train() would then reuse without an
-    optimizer. Before training every rank still holds the whole model (the runtime loads it before
+    transformers would otherwise shard the model for it: DeepSpeed starts an inference engine,
+    which ZeRO-2 refuses ("ZeRO inference only makes sense with ZeRO Stage 3") and which train()
+    would then reuse without an optimizer; FSDP2 refuses a model prepared without its optimizer.
+    Before training every rank still holds the whole model (the runtime loads it before
     TrainingArguments exist, so it is not partitioned), so it is evaluated as a plain module (the
     ranks share the data as usual) and the Trainer is left as it was for train().
     """
-    if not getattr(trainer, "is_deepspeed_enabled", False):
-        try:
-            return trainer.evaluate()
-        finally:
-            _unprepare(trainer)
+    sharding = [flag for flag in ("is_deepspeed_enabled", "is_fsdp_enabled") if getattr(trainer, flag, False)]
     models = list(trainer.accelerator._models)
-    trainer.is_deepspeed_enabled = False
+    for flag in sharding:
+        setattr(trainer, flag, False)
     try:
         return trainer.evaluate()
     finally:
-        trainer.is_deepspeed_enabled = True
-        trainer.accelerator._models[:] = models
-        trainer.model_wrapped = trainer.model
-        trainer.deepspeed = None
+        for flag in sharding:
+            setattr(trainer, flag, True)
+        if sharding:
+            trainer.accelerator._models[:] = models
+            trainer.model_wrapped = trainer.model
+            trainer.deepspeed = None
         _unprepare(trainer)
 
 

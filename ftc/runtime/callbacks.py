@@ -403,8 +403,12 @@ def checkpoint_problem(path: Path) -> str | None:
             return f"weight shard {missing[0]} is missing"
         weights += shards
     deepspeed = (path / "latest").is_file()
-    if not weights and not deepspeed:
+    fsdp = sorted(path.glob("pytorch_model_fsdp_*"))  # FSDP sharded state dict: torch.distributed.checkpoint folders
+    if not weights and not deepspeed and not fsdp:
         return "no model weights (model.safetensors, adapter_model.safetensors, ...)"
+    for folder in fsdp + sorted(path.glob("optimizer_*")):
+        if not (folder / ".metadata").is_file():
+            return f"{folder.name} has no .metadata (half-written: torch.distributed.checkpoint writes it last)"
     for name in weights:
         problem = _safetensors_problem(path / name) if name.endswith(".safetensors") else _zip_problem(path / name)
         if problem:
@@ -415,6 +419,8 @@ def checkpoint_problem(path: Path) -> str | None:
             return f"DeepSpeed state folder {tag} (named in 'latest') is missing"
     else:
         for name in ("optimizer.pt", "scheduler.pt"):
+            if name == "optimizer.pt" and fsdp and (path / "optimizer_0").is_dir():
+                continue
             if not (path / name).is_file():
                 return f"no {name} (the optimizer and scheduler states are needed to resume exactly)"
     for extra in sorted(path.glob("*.pt")) + sorted(path.glob("rng_state*.pth")):

@@ -37,9 +37,19 @@ def fsdp_arguments(cfg: RunConfig) -> dict[str, Any]:
     return {"fsdp": True, "fsdp_config": config}
 
 
-def check_supported(cfg: RunConfig) -> None:
+def check_supported(cfg: RunConfig, cuda: bool) -> None:
     """Refuse, before loading anything, the FSDP combinations the runtime cannot finish."""
     s = cfg.spec
+    if not cuda and s.fsdp.sharding_strategy in FSDP1_ONLY:
+        raise RuntimeUserError(
+            f"fsdp.sharding_strategy {s.fsdp.sharding_strategy} is FSDP1, which accelerate runs on GPUs only; "
+            "on CPU use FULL_SHARD or SHARD_GRAD_OP"
+        )
+    if not cuda and s.fsdp.checkpoint_type == "FULL_STATE_DICT":
+        raise RuntimeUserError(
+            "fsdp.checkpoint_type FULL_STATE_DICT fails in CPU processes (accelerate's gathered tensors share freed "
+            "storage); on CPU use SHARDED_STATE_DICT (the final model is gathered into one plain model either way)"
+        )
     if s.fsdp.fsdp_optimizer == "anyprecision":
         raise RuntimeUserError("fsdp.fsdp_optimizer anyprecision needs torchdistx, which has no build for this torch; use AdamW")
     if (s.lora.apply_lora or s.lora.from_peft_checkpoint) and s.lora.merge_lora_weights and s.checkpointing.save_model:
@@ -91,7 +101,10 @@ def prepare_checkpoint_folder(trainer: Any, output_dir: str | None) -> None:
 def save_final_model(trainer: Any, folder: Path) -> str:
     """Gather the whole model from every rank and save it with plain transformers (peft for an
     adapter) and the tokenizer on rank 0; every rank must call it. Returns what was saved: "model" or "adapter"."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+    )
 
     from ftc.runtime.lora import is_peft
 

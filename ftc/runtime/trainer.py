@@ -123,7 +123,7 @@ def check_supported(cfg: RunConfig, cuda: bool) -> None:
     if s.ort.apply_ort:  # never a silent no-op; the message is lint rule FTC107's (a test keeps them equal)
         raise RuntimeUserError(f"ort.apply_ort: {ORT_UNAVAILABLE}")
     if s.fsdp.enable_fsdp:
-        fsdp.check_supported(cfg)
+        fsdp.check_supported(cfg, cuda)
     if s.precision.quantization:
         raise RuntimeUserError(
             f"precision.quantization {s.precision.quantization} (QLoRA) is not supported by the runtime yet"

@@ -5,10 +5,7 @@ for the local target, runs the generated run.sh, checks that every rank exited 0
 the saved model from pytorch_model_folder with plain transformers (peft for an adapter) and
 recomputes the validation accuracy and loss the runtime reported in metrics.json.
 
-DeepSpeed builds C++ extensions on first use (deepspeed_shm_comm at the first
-deepspeed.initialize, cpu_adam for offload_optimizer: about 50 s each on 2 cores). They are
-cached in TORCH_EXTENSIONS_DIR, which these tests default to `~/.cache/ftc/torch_extensions`
-when it is not set, so a machine (or a CI cache of that folder) pays the builds once.
+DeepSpeed's C++ extensions are built once and cached (TORCH_EXTENSIONS_DIR: see multiproc.py).
 Skipped when deepspeed is not installed (it is in the `train` extra; `make install`).
 """
 
@@ -16,23 +13,25 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.runtime.conftest import REPO, TINY_SPEC
+from tests.runtime.conftest import TINY_SPEC
+from tests.runtime.multiproc import (
+    LM_SPEC,
+    compile_and_run,
+    lm_loss,
+    make_lm_project,
+    validation_rows,
+)
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed (pip install 'ftc[train]')"),
 ]
-
-EXTENSIONS_DIR = Path("~/.cache/ftc/torch_extensions").expanduser()
 
 # TINY_SPEC (8 epochs: 64 steps of 2 x 16 rows) on two processes.
 DS_SPEC = TINY_SPEC + textwrap.dedent(
@@ -44,22 +43,6 @@ DS_SPEC = TINY_SPEC + textwrap.dedent(
 )
 
 
-def _env() -> dict[str, str]:
-    env = {
-        **os.environ,
-        "FTC_PYTHON": sys.executable,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR") or str(EXTENSIONS_DIR),
-    }
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    Path(env["TORCH_EXTENSIONS_DIR"]).mkdir(parents=True, exist_ok=True)
-    return env
-
-
 def train(
     project: Path, extra: str, name: str, processes: int = 2, learning_rate: str = "0.002", base: str = DS_SPEC
 ) -> Path:
@@ -68,23 +51,7 @@ def train(
     spec = base.replace("learning_rate: 0.002", f"learning_rate: {learning_rate}")
     if processes == 1:
         spec = spec.replace("processes_per_node: 2", "processes_per_node: 1")
-    (project / f"{name}.yaml").write_text(spec + textwrap.dedent(extra))
-    compiled = subprocess.run(
-        [sys.executable, "-m", "ftc.cli", "compile", f"{name}.yaml", "-t", "local", "-o", f"build-{name}"],
-        cwd=project, env=_env(), capture_output=True, text=True, timeout=300,
-    )
-    assert compiled.returncode == 0, compiled.stderr[-3000:]
-    script = (project / f"build-{name}" / "local" / "run.sh").read_text()
-    assert ("--nproc_per_node 2" in script) == (processes == 2)
-    out = project / "runs" / name
-    result = subprocess.run(
-        ["bash", f"build-{name}/local/run.sh", "--output_dir", str(out)],
-        cwd=project, env=_env(), capture_output=True, text=True, timeout=900,
-    )
-    # torchrun exits 0 only when every rank did; a rank aborting at exit (no destroy_process_group) shows here
-    assert result.returncode == 0, result.stderr[-5000:]
-    assert "terminate called" not in result.stderr and "ChildFailedError" not in result.stderr
-    return out
+    return compile_and_run(project, spec + textwrap.dedent(extra), name, processes)[0]
 
 
 def recompute(out: Path, project: Path) -> dict[str, float]:
@@ -169,35 +136,6 @@ def test_zero2_single_process_without_launcher_lora_adapter(project: Path) -> No
     check(out, project, "adapter", processes=1, min_accuracy=0.6)
 
 
-# The tiny Llama of tiny_lm.py on text data, one sample per padded row (labels: every real token);
-# 64 validation rows are one eval batch of 32 per rank.
-LM_SPEC = """\
-task: causal_lm
-model: ./models/llama
-data:
-  train_file_path: data/lm/text/train.jsonl
-  validation_file_path: data/lm/text/validation.jsonl
-  max_seq_length: 128
-  batching_strategy: padding
-training:
-  max_steps: 40
-  per_device_train_batch_size: 8
-  per_device_eval_batch_size: 32
-  seed: 0
-optimizer:
-  optim: adamw_torch
-  learning_rate: 0.002
-  warmup_steps: 5
-evaluation:
-  evaluation_strategy: 'no'
-checkpointing:
-  output_dir: out
-  save_total_limit: 1
-  save_as_mlflow_model: false
-resources:
-  processes_per_node: 2
-  device: cpu
-"""
 LM_LORA = """\
 lora:
   apply_lora: true
@@ -208,39 +146,13 @@ lora:
 """
 
 
-def lm_loss(folder: Path, rows: list[dict[str, str]], batch_size: int = 32) -> float:
-    """The validation loss of the model saved in `folder`, reloaded with plain transformers: the runtime's
-    padded text samples (BOS, tokens, EOS; labels -100 on the padding), mean token loss per batch of
-    `batch_size` rows, averaged over rows as the Trainer does (one batch per rank here)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
-    samples = [ids + [tok.eos_token_id] for ids in tok([r["text"] for r in rows])["input_ids"]]
-    losses, weights = [], []
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start : start + batch_size]
-        width = max(len(s) for s in chunk)
-        ids = torch.tensor([s + [tok.eos_token_id] * (width - len(s)) for s in chunk])
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in chunk])
-        labels = ids.masked_fill(mask == 0, -100)
-        with torch.no_grad():
-            losses.append(model(input_ids=ids, attention_mask=mask, labels=labels).loss.item())
-        weights.append(len(chunk))
-    return sum(loss * w for loss, w in zip(losses, weights)) / sum(weights)
-
-
 def test_zero3_two_processes_lora_merged_llama(project: Path, tmp_path: Path) -> None:
     """ZeRO-3 with LoRA on a llama causal LM (the one case lint rule FTC124 allows): every rank gathers
     the shards, rank 0 merges the adapter into the whole model and saves it; plain transformers
     reloads it and scores the runtime's final validation loss."""
     import math
 
-    from tests.runtime.tiny_lm import make_lm_data, make_tiny_llama
-
-    make_tiny_llama(project / "models" / "llama")
-    make_lm_data(project / "data" / "lm", n_train=400, n_val=64)
+    make_lm_project(project)
     # The runtime's ZeRO-3 config, with every parameter partitioned: by default DeepSpeed keeps
     # parameters under 1e5 elements whole on every rank (stage3_param_persistence_threshold), which
     # is all of the tiny Llama, and the gathering before the merge would go untested.
@@ -260,8 +172,7 @@ def test_zero3_two_processes_lora_merged_llama(project: Path, tmp_path: Path) ->
     folder = out / "pytorch_model_folder"
     assert json.loads((folder / "ftc_model_info.json").read_text())["saved"] == "merged"
     assert not (folder / "adapter_config.json").exists()
-    rows = [json.loads(line) for line in (project / "data" / "lm" / "text" / "validation.jsonl").read_text().splitlines()]
-    reloaded = lm_loss(folder, rows)
+    reloaded = lm_loss(folder, validation_rows(project))
     # observed: 6e-6 relative (the same padded batches of 32 as the two ranks); the model before training is 6% off
     assert reloaded == pytest.approx(metrics["eval_loss"], rel=1e-3), (reloaded, metrics["eval_loss"])
     # and not the model before training: the merged weights are the trained ones

@@ -22,16 +22,15 @@ The learning rate of the first step is 0 (warmup), so the curves compare updates
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.runtime.conftest import REPO, TINY_SPEC
+from tests.runtime.conftest import TINY_SPEC
+from tests.runtime.multiproc import compile_and_run, losses
 
 pytestmark = pytest.mark.slow
 
@@ -50,20 +49,6 @@ DDP_SPEC = TINY_SPEC.replace("num_train_epochs: 8", "num_train_epochs: 2").repla
 )
 
 
-def _env() -> dict[str, str]:
-    env = {
-        **os.environ,
-        "FTC_PYTHON": sys.executable,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-    }
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    return env
-
-
 def _no_dropout_model(project: Path) -> None:
     """models/tiny_nodropout: the session's tiny classifier with dropout 0."""
     src, dst = project / "models" / "tiny", project / "models" / "tiny_nodropout"
@@ -77,28 +62,7 @@ def _no_dropout_model(project: Path) -> None:
 
 def _run(project: Path, name: str, processes: int, batch: int) -> tuple[Path, subprocess.CompletedProcess[str]]:
     spec = DDP_SPEC.replace("per_device_train_batch_size: 16", f"per_device_train_batch_size: {batch}")
-    spec += f"  processes_per_node: {processes}\n"
-    (project / f"{name}.yaml").write_text(spec)
-    compiled = subprocess.run(
-        [sys.executable, "-m", "ftc.cli", "compile", f"{name}.yaml", "-t", "local", "-o", f"build-{name}"],
-        cwd=project, env=_env(), capture_output=True, text=True, timeout=300, check=False,
-    )
-    assert compiled.returncode == 0, compiled.stderr[-3000:]
-    script = (project / f"build-{name}" / "local" / "run.sh").read_text()
-    assert ("--nproc_per_node 2" in script) == (processes == 2)
-    out = project / "runs" / name
-    result = subprocess.run(
-        ["bash", f"build-{name}/local/run.sh", "--output_dir", str(out)],
-        cwd=project, env=_env(), capture_output=True, text=True, timeout=600, check=False,
-    )
-    assert result.returncode == 0, result.stderr[-5000:]  # torchrun: every rank exited 0
-    assert "Traceback" not in result.stderr and "ChildFailedError" not in result.stderr
-    return out, result
-
-
-def _losses(out: Path) -> dict[int, float]:
-    history = json.loads((out / "train_log_history.json").read_text())
-    return {h["step"]: h["loss"] for h in history if "loss" in h}
+    return compile_and_run(project, spec + f"  processes_per_node: {processes}\n", name, processes)
 
 
 def test_ddp_two_processes_match_one_process_with_the_same_batch(project: Path) -> None:
@@ -106,7 +70,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_batch(project: Path) 
     single, _ = _run(project, "single", processes=1, batch=16)
     ddp, result = _run(project, "ddp", processes=2, batch=8)
 
-    one, two = _losses(single), _losses(ddp)
+    one, two = losses(single), losses(ddp)
     assert sorted(one) == sorted(two) == list(range(1, 31))
     # different batches would be far apart: neighbouring steps differ by much more than the tolerance
     assert max(abs(one[s + 1] - one[s]) / one[s] for s in range(1, 30)) > 1e-2

@@ -29,8 +29,13 @@ def deepspeed_config(cfg: RunConfig) -> str | dict[str, Any]:
         zero["offload_optimizer"] = {"device": "cpu"}
     if ds.offload_param and zero["stage"] == 3:
         zero["offload_param"] = {"device": "cpu"}
+    # Bucket sizes "auto": transformers sizes them from the model's hidden size (DeepSpeed's own
+    # defaults, 5e8 elements, let a bucket hold every gradient of a small model a second time).
+    zero["reduce_bucket_size"] = "auto"
     if zero["stage"] == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
+        zero["stage3_prefetch_bucket_size"] = "auto"
+        zero["stage3_param_persistence_threshold"] = "auto"
     return {
         "zero_optimization": zero,
         "train_micro_batch_size_per_gpu": "auto",

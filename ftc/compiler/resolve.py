@@ -62,6 +62,9 @@ def resolve(spec: SpecBase, doc: SourceDoc) -> Resolved:
     if not ev.run_validation and ev.evaluation_strategy != "no":
         ev.evaluation_strategy = "no"
         sources["evaluation.evaluation_strategy"] = "derived from evaluation.run_validation: false"
+    if spec.precision.quantization and "apply_lora" not in spec.lora.model_fields_set:
+        spec.lora.apply_lora = True  # QLoRA: a quantized model trains through an adapter only
+        sources["lora.apply_lora"] = "derived from precision.quantization"
     world_size = res.nodes * res.processes_per_node
     tr = spec.training
     derived = {

@@ -90,6 +90,10 @@ def apply_peft(model: Any, cfg: RunConfig, task_type: str) -> Any:
             raise RuntimeUserError(f"lora.from_peft_checkpoint {start} holds no adapter (adapter_config.json)")
         log.info("starting from the adapter in %s", start)
         return PeftModel.from_pretrained(model, str(start), is_trainable=True)
+    if cfg.spec.precision.quantization:  # QLoRA: norms in float32, inputs that carry gradients
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.spec.precision.gradient_checkpointing)
     config = peft_config(cfg, getattr(model.config, "model_type", ""), task_type)
     try:
         peft_model = get_peft_model(model, config)

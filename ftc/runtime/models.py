@@ -91,6 +91,9 @@ def load_model(auto_class: Any, cfg: RunConfig, **kwargs: Any) -> Any:
         kwargs.setdefault("quantization_config", _gguf_dequantized())
     if spec.precision.pure_bf16:
         kwargs["dtype"] = torch.bfloat16
+    if spec.precision.quantization:
+        kwargs["quantization_config"] = quantization_config(spec.precision.quantization)
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # each rank its own GPU
     wanted = fast_attention() if spec.precision.use_fast_kernels else []
     refused: list[str] = []
     for attn in [*wanted, None]:  # None: the model's default attention
@@ -135,6 +138,19 @@ def _gguf_file(cfg: RunConfig) -> str | None:
             f"({'its GGUF files: ' + ', '.join(found) if found else 'it holds no .gguf file'})"
         )
     return gguf
+
+
+def quantization_config(bits: str) -> Any:
+    """bitsandbytes settings of QLoRA (llama-recipes, Azure ML): 4-bit NF4 with double quantization and
+    bf16 compute, or 8-bit."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if bits == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16
+    )
 
 
 def _gguf_dequantized() -> Any:

@@ -125,9 +125,7 @@ def check_supported(cfg: RunConfig, cuda: bool) -> None:
     if s.fsdp.enable_fsdp:
         fsdp.check_supported(cfg, cuda)
     if s.precision.quantization:
-        raise RuntimeUserError(
-            f"precision.quantization {s.precision.quantization} (QLoRA) is not supported by the runtime yet"
-        )
+        check_quantization(cfg, cuda)
     if s.deepspeed.apply_deepspeed and importlib.util.find_spec("deepspeed") is None:
         raise RuntimeUserError("deepspeed.apply_deepspeed needs the deepspeed package: pip install deepspeed")
     precision_flags(s.precision.precision, cuda)  # raises for fp16 on CPU
@@ -136,6 +134,17 @@ def check_supported(cfg: RunConfig, cuda: bool) -> None:
     from ftc.runtime.tracking import check_wandb
 
     check_wandb(cfg)  # use_wandb without the wandb package
+
+
+def check_quantization(cfg: RunConfig, cuda: bool) -> None:
+    """QLoRA needs a CUDA GPU, bitsandbytes and an adapter to train (lint rules FTC116 and others)."""
+    q = cfg.spec.precision.quantization
+    if not cuda:
+        raise RuntimeUserError(f"precision.quantization {q} needs a CUDA GPU (bitsandbytes); remove it to train on CPU")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeUserError(f"precision.quantization {q} needs the bitsandbytes package: pip install bitsandbytes")
+    if not (cfg.spec.lora.apply_lora or cfg.spec.lora.from_peft_checkpoint):
+        raise RuntimeUserError(f"precision.quantization {q} trains an adapter only; set lora.apply_lora: true")
 
 
 def precision_flags(precision: str, cuda: bool) -> dict[str, bool]:

@@ -2,7 +2,9 @@
 
 - `component_inputs(plan)` decides the component's inputs: one per spec parameter a user may tune for the
   task (names, types, enums and descriptions from `ftc.spec.docs`, the logic behind `ftc docs --task`),
-  defaults from the resolved spec, data and model inputs as `uri_folder` / `uri_file`.
+  defaults from the resolved spec, data and model inputs as `uri_folder` / `uri_file`. Azure ML pastes
+  a value between the command's single quotes as it is, so a default is written only when that word
+  reaches the runtime unchanged (`carried`); any other value reaches it through ftc.resolved.json only.
 - `build_component`, `build_pipeline` and `build_conda` give the dicts that the templates serialize.
 - `check_component(component)` finds what `load_component(...)._validate()` accepts but Azure ML gets
   wrong: an optional input used without `$[[ ]]`, an enum default outside its enum, unused inputs,
@@ -23,15 +25,17 @@ import posixpath
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import annotated_types
 import yaml
+from pydantic import TypeAdapter, ValidationError
 
 from ftc import __version__
 from ftc.backends.base import TargetRule
 from ftc.compiler.plan import RUNTIME_MODULE
 from ftc.compiler.resolve import CONFIG_NAME
+from ftc.runtime.config import _parse_value as runtime_value  # how the runtime reads a command-line value
 from ftc.spec.docs import (
     COLUMNS,
     TASK_TITLES,
@@ -79,6 +83,12 @@ _TYPE_OVERRIDES = {("lora", "from_peft_checkpoint"): "uri_folder"}
 _DATA_TYPES = ("uri_folder", "uri_file")
 # Data inputs that stand for one another: the one the spec gives is required, the others optional.
 _TRAIN_DATA = (("data", "preprocess_output"), ("data", "train_file_path"))
+
+# What Azure ML cannot paste between single quotes faithfully: a quote ends the word; line breaks and
+# other control characters, and what looks like its own `${{ }}` / `$[[ ]]` syntax, are not kept as data.
+_NOT_ONE_WORD = re.compile(r"['\x00-\x1f\x7f\x85\u2028\u2029]|\$\{\{|\$\[\[|\]\]")
+MAX_WORD = 4096  # characters of one value on the command line; longer ones stay in ftc.resolved.json
+FROM_CONFIG = "Default: the spec's value, read from ftc.resolved.json (the command line cannot carry it)."
 
 _GROUP_RE = re.compile(r"\$\[\[(.*?)\]\]", re.S)
 _REF_RE = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z0-9_.]+)\s*\}\}")
@@ -163,6 +173,40 @@ def _default(kind: str, value: Any) -> Any:
     return value
 
 
+def command_line_problem(text: str) -> str | None:
+    """Why `text` cannot be pasted between the command's single quotes, or None when it can."""
+    if len(text) > MAX_WORD:
+        return f"is longer than {MAX_WORD} characters"
+    found = _NOT_ONE_WORD.search(text)
+    return None if found is None else f"holds {found.group(0)!r}"
+
+
+def data_path_problem(value: str, path: tuple[str, ...]) -> str | None:
+    """Why Azure ML cannot give the runtime the data at `value`, or None: it pastes the data's mounted
+    path, which ends in the data's name, into the command, and the runtime reads that word as YAML."""
+    problem = command_line_problem(value)
+    if problem is not None:
+        return problem
+    mounted = "/mnt/" + posixpath.basename(value.rstrip("/"))
+    if runtime_value(mounted, path) != mounted:
+        return "has a name that the runtime would not read back as a path (': ' or ' #' in it)"
+    return None
+
+
+def carried(text: str, value: Any, p: DocParam) -> bool:
+    """Whether the default `text`, substituted into the command, gives the runtime `value` back:
+    it is one quoted word, and the runtime reads it (as YAML, then as the parameter's type) as `value`."""
+    if command_line_problem(text) is not None:
+        return False
+    read = runtime_value(text, p.path)
+    if read == value:
+        return True
+    try:
+        return bool(TypeAdapter(Annotated[p.field.annotation, p.field]).validate_python(read) == value)
+    except ValidationError:
+        return False
+
+
 def _given_data(plan: Plan) -> set[tuple[str, ...]]:
     return {path for path in _TRAIN_DATA if config_value(plan.config, path)}
 
@@ -177,28 +221,42 @@ def component_inputs(plan: Plan) -> list[ComponentInput]:
             if p.section in _NOT_INPUT_SECTIONS or p.path in _NOT_INPUTS:
                 continue
             kind = _TYPE_OVERRIDES.get(p.path) or aml_type(p)
-            spec: dict[str, Any] = {"type": kind}
             if kind in _DATA_TYPES:
-                required = p.path == ("model", "model_selector_output") or p.path in given_data
-                if p.path in _TRAIN_DATA and not given_data:
-                    required = p.path == _TRAIN_DATA[0]
-                spec["optional"] = not required
+                spec, note = {"type": kind, "optional": _optional_data(p.path, given_data)}, ""
             else:
-                enum = enum_values(p, task)
-                if enum is not None:
-                    spec["enum"] = [str(v) for v in enum]
-                default = _default(kind, config_value(plan.config, p.path))
-                if default is not None:
-                    spec["default"] = default
-                if kind in ("integer", "number"):
-                    spec.update(_bounds(p, kind))
-                spec["optional"] = True
+                spec, note = _value_spec(plan, p, kind, task)
             # Aliases are names in a spec file, not Azure ML inputs: the note about them is left out.
-            description = task_description(p).split(" Also accepted as:")[0]
+            description = " ".join(filter(None, [task_description(p).split(" Also accepted as:")[0], note]))
             if description:
                 spec["description"] = description
             out.append(ComponentInput(input_name(p), p.path, runtime_arg(p), group, spec))
     return out
+
+
+def _optional_data(path: tuple[str, ...], given_data: set[tuple[str, ...]]) -> bool:
+    """Data inputs are required for the model and the training data the spec gives (else preprocess_output)."""
+    if path in _TRAIN_DATA and not given_data:
+        return path != _TRAIN_DATA[0]
+    return not (path == ("model", "model_selector_output") or path in given_data)
+
+
+def _value_spec(plan: Plan, p: DocParam, kind: str, task: str) -> tuple[dict[str, Any], str]:
+    """An optional value input (enum, default, bounds), and a note when its default cannot be written."""
+    spec: dict[str, Any] = {"type": kind}
+    enum = enum_values(p, task)
+    if enum is not None:
+        spec["enum"] = [str(v) for v in enum]
+    value = config_value(plan.config, p.path)
+    default = _default(kind, value)
+    note = ""
+    if default is not None and (kind != "string" or carried(default, value, p)):
+        spec["default"] = default
+    elif default is not None:
+        note = FROM_CONFIG
+    if kind in ("integer", "number"):
+        spec.update(_bounds(p, kind))
+    spec["optional"] = True
+    return spec, note
 
 
 def component_docs(component: Mapping[str, Any], inputs: list[ComponentInput]) -> str:

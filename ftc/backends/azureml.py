@@ -7,6 +7,12 @@ build folder itself). `pipeline.yaml` runs it on serverless compute or a named c
 nodes and processes per node. `environment/conda.yaml` installs ftc's runtime when the spec names no
 registered environment. `submit` creates the pipeline job with azure-ai-ml's MLClient; azure is
 imported there only, never when compiling.
+
+Azure ML pastes input values into the command between single quotes, as they are. A spec value that
+this cannot carry unchanged (a quote, a line break, text the runtime would read as another YAML
+value) is not written as a default: the runtime reads it from ftc.resolved.json. Model and data paths
+are always on the command line (as mounted paths), so those are refused instead (FTC517), and so are
+such values given to `ftc submit`.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator
 
 from ftc import __version__
 from ftc.backends import _azureml_component as aml
@@ -45,6 +53,16 @@ WORKSPACE_FILE = "workspace.json"
 WORKSPACE_KEYS = ("subscription_id", "resource_group", "workspace_name")
 AUTH_SCOPE = "https://management.azure.com/.default"
 AUTH_TIMEOUT_S = 60.0
+_LINE_BREAK = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def _one_line(value: str) -> str:
+    if _LINE_BREAK.search(value):
+        raise ValueError("must be one line: conda writes each pip requirement as one line of a requirements file")
+    return value
+
+
+PipRequirement = Annotated[str, AfterValidator(_one_line)]
 
 
 class AzuremlOptions(Section):
@@ -65,10 +83,10 @@ class AzuremlOptions(Section):
     )
     image: str = param(DEFAULT_IMAGE, "Base image of the generated environment.", min_length=1)
     python_version: str = param("3.11", "Python version of the generated environment.", pattern=r"^3\.[0-9]+$")
-    ftc_requirement: str = param(
+    ftc_requirement: PipRequirement = param(
         f"ftc[train]=={__version__}", "pip requirement that installs ftc's runtime in the generated environment.", min_length=1
     )
-    pip_packages: list[str] = param(
+    pip_packages: list[PipRequirement] = param(
         description="More pip requirements of the generated environment (MLflow logging to the workspace).",
         default_factory=lambda: ["mlflow", "azureml-mlflow"],
     )
@@ -125,6 +143,11 @@ class AzuremlBackend(Backend):
             "FTC516", "error", "environment not a registered reference",
             "targets.azureml.environment is azureml:<name>:<version>, azureml:<name>@<label> or a registry or ARM id.",
         ),
+        TargetRule(
+            "FTC517", "error", "data path Azure ML cannot put on the command line",
+            "Azure ML pastes a data input's mounted path into the command in single quotes: a model or data path holds "
+            f"no quote, line break, control character, ${{{{, $[[, ]], ': ' or ' #', and is at most {aml.MAX_WORD} characters.",
+        ),
     )
 
     def variables(self, plan: Plan) -> dict[str, Any]:
@@ -146,7 +169,7 @@ class AzuremlBackend(Backend):
         inputs = aml.component_inputs(plan)
         component = aml.build_component(plan, inputs)
         findings = [self._finding(plan, p, {i.name: i.path for i in inputs}) for p in aml.check_component(component)]
-        return findings + list(_plan_findings(plan))
+        return findings + _data_findings(plan, inputs) + _plan_findings(plan)
 
     def task_docs(self, task: str) -> str:
         """The component of a `task` spec with every default, in the layout of seeds 001 and 002."""
@@ -245,6 +268,24 @@ def _plan_findings(plan: Plan) -> list[Finding]:
                 "azureml:<name>@latest or azureml://registries/<registry>/environments/<name>/versions/<version>",
             )
         )
+    return out
+
+
+def _data_findings(plan: Plan, inputs: list[aml.ComponentInput]) -> list[Finding]:
+    """Model and data paths that Azure ML cannot hand to the runtime on the component's command line."""
+    out = []
+    for i in inputs:
+        value = aml.config_value(plan.config, i.path)
+        problem = aml.data_path_problem(str(value), i.path) if i.is_data and value else None
+        if problem:
+            out.append(
+                Finding.error(
+                    "FTC517",
+                    i.path,
+                    f"{problem}, which Azure ML cannot pass to the component's command: it pastes the data's "
+                    "mounted path, ending in its name, into the command between single quotes; rename the file or folder",
+                )
+            )
     return out
 
 
@@ -373,6 +414,12 @@ def _job_input_overrides(component: dict[str, Any], args: list[str]) -> dict[str
         if name not in by_arg:
             raise AzuremlSubmitError(
                 f"--{key} is not an input of the Azure ML component (outputs and resources are set in pipeline.yaml)"
+            )
+        problem = aml.command_line_problem(value)
+        if problem:
+            raise AzuremlSubmitError(
+                f"--{key}: the value {problem}, which Azure ML cannot pass on the component's command line "
+                "(it pastes values between single quotes); set it in the spec and compile again"
             )
         out[by_arg[name]] = value
     return out

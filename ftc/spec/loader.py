@@ -2,12 +2,14 @@
 
 The YAML is composed into nodes with PyYAML's safe loader and converted here, so that hostile
 documents are refused early and cheaply: alias expansion and nesting are bounded, object tags
-and duplicate keys are errors, and the file size is capped before parsing.
+and duplicate keys are errors, and only regular files of capped size are read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,19 +54,39 @@ class SourceDoc:
 def load_spec_file(path: str | Path) -> SourceDoc:
     """Read and parse the spec at `path`; `UnreadableSpec` says why when it cannot."""
     path = Path(path)
-    label = str(path)
-    try:
-        if path.is_dir():
-            raise UnreadableSpec(Location(label), "is a folder, not a spec file")
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise UnreadableSpec(Location(label), f"is {size} bytes; a spec may be at most {MAX_BYTES} bytes")
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UnreadableSpec(Location(label), f"cannot be read: {exc.strerror or exc}") from None
-    doc = parse_spec_text(raw, label)
+    doc = parse_spec_text(read_spec_bytes(path), str(path))
     doc.base_dir = path.resolve().parent
     return doc
+
+
+def read_spec_bytes(path: Path) -> bytes:
+    """The bytes of a regular file of at most MAX_BYTES, never reading more than one byte past that.
+
+    The file is opened without blocking and checked on the open descriptor, so a FIFO, a device
+    such as /dev/zero, or a file swapped in after a check is refused rather than read.
+    """
+    label = Location(str(path))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise UnreadableSpec(label, f"cannot be read: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise UnreadableSpec(label, "is a folder, not a spec file")
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableSpec(label, "is not a regular file (a device, pipe or socket); give the path of a spec file")
+        if info.st_size > MAX_BYTES:
+            raise UnreadableSpec(label, f"is {info.st_size} bytes; a spec may be at most {MAX_BYTES} bytes")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise UnreadableSpec(label, f"cannot be read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_BYTES:
+        raise UnreadableSpec(label, f"is more than {MAX_BYTES} bytes; a spec may be at most {MAX_BYTES} bytes")
+    return raw
 
 
 def parse_spec_text(raw: bytes, label: str) -> SourceDoc:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any, Self
 
 import pytest
 
@@ -71,6 +75,73 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
         load_spec_file(tmp_path / "nope.yaml")
     with pytest.raises(UnreadableSpec, match="is a folder"):
         load_spec_file(tmp_path)
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null", "/dev/urandom"])
+def test_devices_are_refused_unread(device: str, tmp_path: Path) -> None:
+    if not Path(device).exists():
+        pytest.skip(f"no {device} here")
+    link = tmp_path / "spec.yaml"
+    link.symlink_to(device)
+    for path in (Path(device), link):
+        with pytest.raises(UnreadableSpec, match="is not a regular file"):
+            load_spec_file(path)
+
+
+def test_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "spec.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(UnreadableSpec, match="is not a regular file"):
+        load_spec_file(fifo)
+
+
+def test_read_stops_one_byte_past_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that is larger than its size said (it grew, or a file system reports 0) is read no further."""
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"a: 1\n" + b"#" * (3 * MAX_BYTES))
+    real_fstat = os.fstat
+
+    def small_fstat(fd: int) -> os.stat_result:
+        info = list(real_fstat(fd))
+        info[6] = 10  # st_size
+        return os.stat_result(info)
+
+    monkeypatch.setattr(os, "fstat", small_fstat)
+    read: list[int] = []
+    real_fdopen = os.fdopen
+
+    class Counted:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.file = real_fdopen(*args, **kwargs)
+
+        def __enter__(self) -> Self:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.file.close()
+
+        def read(self, size: int = -1) -> bytes:
+            data = self.file.read(size)
+            read.append(len(data))
+            return bytes(data)
+
+    monkeypatch.setattr(os, "fdopen", Counted)
+    with pytest.raises(UnreadableSpec, match=f"is more than {MAX_BYTES} bytes"):
+        load_spec_file(big)
+    assert read == [MAX_BYTES + 1]
+
+
+def test_cli_on_dev_zero_and_a_long_name_exits_cleanly(tmp_path: Path) -> None:
+    for path in ("/dev/zero", str(tmp_path / ("s" * 300 + ".yaml"))):
+        done = subprocess.run([sys.executable, "-m", "ftc.cli", "lint", path], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stdout + done.stderr
+    assert "File name too long" in done.stdout + done.stderr
+
+
+def test_long_file_name_is_a_clean_error(tmp_path: Path) -> None:
+    with pytest.raises(UnreadableSpec, match="cannot be read: File name too long"):
+        load_spec_file(tmp_path / ("s" * 300 + ".yaml"))
 
 
 def test_merge_keys_and_anchors_still_work() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ftc.errors import Location, SpecError, UnreadableSpec
 from ftc.spec.rules import SCHEMA_RULE, UNREADABLE_RULE, Finding
+from ftc.spec.secrets import mask_secrets
 
 
 @dataclass
@@ -55,7 +56,8 @@ def lint_files(paths: list[Path], overrides: list[str], targets: list[str] | Non
 
 
 def _located(location: Location, f: Finding) -> LintedFinding:
-    return LintedFinding(location, f.rule, f.severity, f.key, f.message)
+    """The finding at `location`, with anything token-shaped in its key or message masked."""
+    return LintedFinding(location, f.rule, f.severity, mask_secrets(f.key), mask_secrets(f.message))
 
 
 def report_text(results: list[FileResult]) -> str:

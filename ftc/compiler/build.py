@@ -15,6 +15,7 @@ from ftc.errors import CompileError, Problem, SpecError
 from ftc.spec.loader import SourceDoc, load_spec_file, parse_spec_text
 from ftc.spec.overrides import apply_overrides
 from ftc.spec.rules import Finding, run_rules
+from ftc.spec.secrets import mask_secrets
 from ftc.spec.validate import validate_spec
 
 
@@ -81,7 +82,9 @@ def render_plan(plan: Plan) -> list[Artifact]:
 
 
 def as_problem(resolved: Resolved, finding: Finding) -> Problem:
-    return Problem(resolved.doc.locate(finding.path), finding.key, f"{finding.message} [{finding.rule}]")
+    """The finding as a problem to report, with anything token-shaped in its key or message masked."""
+    message = f"{finding.message} [{finding.rule}]"
+    return Problem(resolved.doc.locate(finding.path), mask_secrets(finding.key), mask_secrets(message))
 
 
 def compile_spec(

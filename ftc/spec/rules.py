@@ -6,12 +6,23 @@ refuses a spec with an error-severity finding. A spec silences a rule with `lint
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ftc.spec.peek import MAX_ROWS, local_path, model_config, peek_data
+from ftc.spec.peek import (
+    count_lines,
+    find_file,
+    is_file,
+    local_path,
+    model_config,
+    model_family,
+    peek_data,
+    read_json,
+)
 from ftc.spec.secrets import looks_like_secret
 
 if TYPE_CHECKING:
@@ -22,6 +33,9 @@ KeyPath = tuple[str | int, ...]
 
 SCHEMA_RULE = "FTC001"
 UNREADABLE_RULE = "FTC000"
+SECRET_RULE = "FTC106"
+# Rules lint.ignore cannot silence: a literal secret would reach the artifacts.
+UNSILENCEABLE = frozenset({SECRET_RULE})
 
 
 @dataclass(frozen=True)
@@ -67,7 +81,7 @@ def rule(rule_id: str, severity: Severity, title: str) -> Callable[[Check], Chec
     def register(check: Check) -> Check:
         if rule_id in RULES:
             raise ValueError(f"rule {rule_id} registered twice")
-        RULES[rule_id] = Rule(rule_id, severity, title, (check.__doc__ or "").strip(), check)
+        RULES[rule_id] = Rule(rule_id, severity, title, " ".join((check.__doc__ or "").split()), check)
         return check
 
     return register
@@ -130,18 +144,26 @@ def _flop_counter_with_profiler(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
 
 @rule("FTC105", "warning", "warmup longer than training")
 def _warmup_longer_than_training(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
-    """Warmup that lasts as long as training never reaches the peak learning rate."""
+    """Warmup that lasts as long as training never reaches the peak learning rate. Without max_steps, the
+    steps are counted from the training rows, batch size, processes and epochs (when the data is reachable)."""
     steps, warmup = r.spec.training.max_steps, r.spec.optimizer.warmup_steps
     if steps > 0 and warmup >= steps:
         yield (
             ("optimizer", "warmup_steps"),
             f"is {warmup} but training stops after max_steps={steps}; lower warmup_steps below max_steps",
         )
+    elif steps <= 0 < warmup and (estimate := _most_train_steps(r)) and warmup >= estimate[0]:
+        total, rows, name = estimate
+        yield (
+            ("optimizer", "warmup_steps"),
+            f"is {warmup} but {rows} rows of {name} make at most {total} training steps; lower warmup_steps",
+        )
 
 
 @rule("FTC106", "error", "literal secret in the spec")
 def _literal_secret(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
-    """Tokens and keys must not be written in a spec: name the environment variable in env.secrets."""
+    """Tokens, keys and passwords must not be written in a spec (as values or as keys): name the environment
+    variable in env.secrets. lint.ignore cannot silence this rule."""
     for path, value in _strings(r.doc.data, ()):
         if looks_like_secret(value):
             yield path, "looks like a literal token or key; put it in an environment variable listed in env.secrets"
@@ -201,10 +223,13 @@ def _deepspeed_with_fsdp(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
 
 
 def _strings(value: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
+    """Every string of a parsed document, mapping keys included, with its key path."""
     if isinstance(value, str):
         yield path, value
     elif isinstance(value, dict):
         for k, v in value.items():
+            if isinstance(k, str):
+                yield (*path, k), k
             yield from _strings(v, (*path, k))
     elif isinstance(value, list):
         for i, v in enumerate(value):
@@ -284,12 +309,16 @@ def _fast_kernels_fp32(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
 
 @rule("FTC120", "error", "path outside the spec's folder")
 def _path_outside(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
-    """Relative paths must stay inside the spec's folder; allow one with lint.ignore and a reason."""
-    for path, value in _path_values(r):
-        if value and "://" not in value and not Path(value).is_absolute():
-            inside = r.doc.base_dir / value
-            if not _is_within(inside, r.doc.base_dir):
-                yield path, f"{value!r} leads outside the spec's folder; move it, use an absolute path, or allow it in lint.ignore"
+    """Relative paths must stay inside the spec's folder (model.gguf_file inside the model folder), through `..`
+    or through relative symlinks; a symlink to an absolute path counts as that absolute path, which is allowed.
+    Allow one with lint.ignore and a reason."""
+    spec_folder = r.doc.base_dir
+    model_folder = spec_folder / r.spec.model.model_selector_output
+    for key, value in _path_values(r):
+        gguf = key == ("model", "gguf_file")
+        if _is_relative_path(value) and _climbs_out(model_folder if gguf else spec_folder, value):
+            where = "the model folder" if gguf else "the spec's folder"
+            yield key, f"{value!r} leads outside {where}; move it, use an absolute path, or allow it in lint.ignore"
 
 
 @rule("FTC121", "warning", "min_update_steps with num_train_epochs")
@@ -317,9 +346,9 @@ def _best_model_without_eval(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
 def _zero3_lora(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
     """ZeRO-3 with LoRA works only for causal LMs of the llama, mistral, mixtral, falcon and phi3 families (Azure ML)."""
     s = r.spec
-    if not (s.deepspeed.apply_deepspeed and s.deepspeed.deepspeed_stage == "3" and s.lora.apply_lora):
+    if not (_zero_stage(r) == "3" and s.lora.apply_lora):
         return
-    family = (model_config(r.doc.base_dir, s.model.model_selector_output) or {}).get("model_type")
+    family = _family(r)
     if s.task != "causal_lm" or (family and family not in _ZERO3_LORA_FAMILIES):
         yield (
             ("deepspeed", "deepspeed_stage"),
@@ -333,7 +362,7 @@ def _lora_family(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
     s = r.spec
     if not s.lora.apply_lora or s.lora.target_modules:
         return
-    family = (model_config(r.doc.base_dir, s.model.model_selector_output) or {}).get("model_type")
+    family = _family(r)
     if family and family not in _LORA_FAMILIES:
         yield ("lora", "apply_lora"), f"model family {family!r} has no default target_modules; set lora.target_modules"
 
@@ -341,9 +370,39 @@ def _lora_family(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
 @rule("FTC126", "warning", "Mixtral without LoRA")
 def _mixtral_full(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
     """Mixture-of-experts models are finetuned with LoRA only (Anyscale)."""
-    family = (model_config(r.doc.base_dir, r.spec.model.model_selector_output) or {}).get("model_type")
-    if family == "mixtral" and not r.spec.lora.apply_lora:
+    if _family(r) == "mixtral" and not r.spec.lora.apply_lora:
         yield ("lora", "apply_lora"), "Mixtral is finetuned with LoRA only; set apply_lora: true"
+
+
+@rule("FTC127", "warning", "default DeepSpeed settings with a DeepSpeed file")
+def _deepspeed_defaults_ignored(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    """deepspeed_stage, offload_optimizer and offload_param shape only the default ZeRO config, so they are ignored
+    when a deepspeed file is given (Azure ML)."""
+    if not r.spec.deepspeed.deepspeed:
+        return
+    for name in ("deepspeed_stage", "offload_optimizer", "offload_param"):
+        if _given(r, f"deepspeed.{name}"):
+            yield ("deepspeed", name), "is ignored because deepspeed names a config file; set it in that file or remove it"
+
+
+@rule("FTC128", "error", "ZeRO-3 on a Phi (mixformer) model")
+def _zero3_phi(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    """DeepSpeed ZeRO-3 fails on Phi (mixformer) models (Azure ML); phi3 works (checked when the model is local)."""
+    family = _family(r)
+    if family in _ZERO3_FAILS and _zero_stage(r) == "3":
+        yield ("deepspeed", "apply_deepspeed"), f"ZeRO-3 fails on {family} (Phi) models; use ZeRO stage 2 or FSDP"
+
+
+@rule("FTC129", "error", "quantization on an unsupported model family")
+def _quantization_family(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    """QLoRA (4bit/8bit) works only for the llama, falcon, mixtral and gpt_oss families (Azure ML; checked when
+    the model is local)."""
+    family = _family(r)
+    if r.spec.precision.quantization and family and family not in _QUANTIZATION_FAMILIES:
+        yield (
+            ("precision", "quantization"),
+            f"is not supported for model family {family!r} (only {', '.join(sorted(_QUANTIZATION_FAMILIES))}); remove it",
+        )
 
 
 @rule("FTC130", "error", "column missing from the data")
@@ -375,7 +434,7 @@ def _labels_seen(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
         return
     tpeek, vpeek = peek_data(train), peek_data(val)
     label = r.spec.data.label_key
-    if tpeek and vpeek and len(tpeek.rows) < MAX_ROWS:
+    if tpeek and vpeek and tpeek.complete:
         unseen = vpeek.values(label) - tpeek.values(label)
         if unseen:
             shown = ", ".join(sorted(unseen)[:5])
@@ -388,7 +447,7 @@ def _context_fits(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
     length = r.spec.data.max_seq_length
     config = model_config(r.doc.base_dir, r.spec.model.model_selector_output) or {}
     limit = config.get("max_position_embeddings") or config.get("n_positions")
-    if length > 0 and isinstance(limit, int) and length > limit:
+    if length > 0 and type(limit) is int and length > limit:
         yield ("data", "max_seq_length"), f"is {length} but the model has {limit} positions; use at most {limit}"
 
 
@@ -399,8 +458,85 @@ def _eval_too_often(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
     if ev.evaluation_strategy != "steps" or ev.evaluation_steps_interval or ev.eval_steps > 5:
         return
     val = dict(_data_files(r)).get("validation")
-    if val and _count_lines(val, 10_000) >= 10_000:
+    if val and (count_lines(val, 10_000) or 0) >= 10_000:
         yield ("evaluation", "eval_steps"), f"evaluates {val.name} (10,000+ rows) every {ev.eval_steps} steps; raise eval_steps"
+
+
+@rule("FTC134", "error", "validation data with no rows")
+def _eval_has_rows(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    """Evaluation needs at least one batch: the validation file has rows, or the training data has at least two
+    to hold one out (checked when the files are reachable)."""
+    files = dict(_data_files(r))
+    val, train = files.get("validation"), files.get("train")
+    if val is not None:
+        peek = peek_data(val)
+        if peek is not None and not peek.rows:
+            yield _data_key(r, "validation"), f"{val.name} has no rows, so evaluation gets no batch; add rows or remove it"
+    elif train is not None:
+        peek = peek_data(train)
+        if peek is not None and len(peek.rows) < 2:
+            yield (
+                _data_key(r, "train"),
+                f"{train.name} has {len(peek.rows)} row(s): too few to hold out validation data; "
+                "give data.validation_file_path",
+            )
+
+
+@rule("FTC140", "error", "quantization without LoRA")
+def _quantization_without_lora(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    """QLoRA trains an adapter on the quantized model: quantization turns apply_lora on unless the spec sets it
+    false, which the runtime refuses."""
+    lora = r.spec.lora
+    if r.spec.precision.quantization and not (lora.apply_lora or lora.from_peft_checkpoint):
+        yield ("lora", "apply_lora"), "is false but precision.quantization trains an adapter only; set apply_lora: true"
+
+
+@rule("FTC141", "warning", "layer freezing that has no effect")
+def _freeze_unused(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    """num_freeze_layers applies only with freeze_layers; freeze_layers has no effect with PEFT, which already
+    freezes the whole base model (llama-recipes freezes layers only without PEFT)."""
+    tr, lora = r.spec.training, r.spec.lora
+    if not tr.freeze_layers:
+        if _given(r, "training.num_freeze_layers"):
+            yield ("training", "num_freeze_layers"), "has no effect because freeze_layers is false"
+    elif lora.apply_lora or lora.from_peft_checkpoint:
+        yield ("training", "freeze_layers"), "has no effect with LoRA, which freezes the whole base model; remove it"
+
+
+@rule("FTC142", "warning", "hsdp group sizes without hsdp")
+def _group_sizes_unused(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    """sharding_group_size and replica_group_size apply only to hybrid sharding (fsdp.hsdp: true)."""
+    f = r.spec.fsdp
+    if not f.enable_fsdp or f.hsdp:
+        return  # without FSDP, FTC118 reports them
+    for name in ("sharding_group_size", "replica_group_size"):
+        if _given(r, f"fsdp.{name}"):
+            yield ("fsdp", name), "has no effect because fsdp.hsdp is false; set hsdp: true or remove it"
+
+
+@rule("FTC143", "warning", "gradient clipping that does nothing")
+def _clipping_unused(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    """Clipping needs gradient_clipping true and max_grad_norm above 0 (llama-recipes)."""
+    tr = r.spec.training
+    if not tr.gradient_clipping and _given(r, "training.max_grad_norm"):
+        yield ("training", "max_grad_norm"), "has no effect because gradient_clipping is false"
+    if tr.gradient_clipping and tr.max_grad_norm == 0 and _given(r, "training.gradient_clipping"):
+        yield ("training", "gradient_clipping"), "is true but max_grad_norm is 0, so nothing is clipped; raise max_grad_norm"
+
+
+@rule("FTC144", "warning", "checkpoint settings without evaluation")
+def _checkpoints_without_eval(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    """Checkpoints are saved at evaluations, so without evaluation (run_validation false or evaluation_strategy no,
+    and no checkpoint_every_n_epochs / max_num_checkpoints) save_total_limit has no effect; the final model is
+    still saved."""
+    ck = r.spec.checkpointing
+    if r.spec.evaluation.evaluation_strategy != "no" or ck.checkpoint_every_n_epochs or ck.max_num_checkpoints:
+        return
+    if _given(r, "checkpointing.save_total_limit"):
+        yield (
+            ("checkpointing", "save_total_limit"),
+            "has no effect: checkpoints are saved at evaluations and evaluation is off; turn evaluation on or remove it",
+        )
 
 
 _LORA_FAMILIES = {
@@ -408,28 +544,96 @@ _LORA_FAMILIES = {
     "llama", "mistral", "mixtral", "qwen2", "qwen3", "falcon", "phi3", "gemma", "gemma2",
 }  # fmt: skip
 _ZERO3_LORA_FAMILIES = {"llama", "falcon", "mistral", "mixtral", "phi3"}
+_ZERO3_FAILS = {"phi", "mixformer-sequential"}  # Phi-1/1.5/2: "mixformer-sequential" before transformers named it phi
+_QUANTIZATION_FAMILIES = {"llama", "falcon", "mixtral", "gpt_oss"}
 
-_PATH_KEYS = (
+# Paths relative to the spec's folder (model.gguf_file: to the model folder); targets.* exist when the target does.
+# targets.ray.working_dir is not one: it may be a folder above the spec's, which the job then uploads whole.
+_PATH_KEYS: tuple[KeyPath, ...] = (
     ("model", "model_selector_output"),
     ("model", "tokenizer_name"),
+    ("model", "gguf_file"),
     ("data", "preprocess_output"),
     ("data", "train_file_path"),
     ("data", "validation_file_path"),
     ("data", "test_file_path"),
+    ("lora", "from_peft_checkpoint"),
     ("deepspeed", "deepspeed"),
     ("checkpointing", "output_dir"),
+    ("fsdp", "dist_checkpoint_root_folder"),
+    ("tracking", "profiler_dir"),
+    ("targets", "ray", "storage_path"),
+    ("targets", "slurm", "venv"),
+    ("targets", "slurm", "output"),
+    ("targets", "slurm", "error"),
 )
+_MAX_SYMLINKS = 40
 
 
-def _path_values(r: Resolved) -> Iterator[tuple[KeyPath, str | None]]:
-    for section, name in _PATH_KEYS:
-        yield (section, name), getattr(getattr(r.spec, section), name)
+def _family(r: Resolved) -> str | None:
+    return model_family(r.doc.base_dir, r.spec.model.model_selector_output)
 
 
-def _is_within(path: Path, folder: Path) -> bool:
-    import os.path
+def _zero_stage(r: Resolved) -> str | None:
+    """The ZeRO stage DeepSpeed runs: the config file's when one is given (None if unreadable), else deepspeed_stage."""
+    ds = r.spec.deepspeed
+    if not ds.apply_deepspeed:
+        return None
+    if not ds.deepspeed:
+        return ds.deepspeed_stage
+    path = local_path(r.doc.base_dir, ds.deepspeed)
+    config = read_json(path) if path is not None else None
+    zero = config.get("zero_optimization") if isinstance(config, dict) else None
+    stage = zero.get("stage") if isinstance(zero, dict) else None
+    return None if stage is None else str(stage)
 
-    return os.path.normpath(path).startswith(os.path.normpath(folder) + os.sep) or os.path.normpath(path) == os.path.normpath(folder)
+
+def _path_values(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    for key in _PATH_KEYS:
+        value: Any = r.spec
+        for name in key:
+            value = getattr(value, str(name), None)
+        if isinstance(value, str):
+            yield key, value
+
+
+def _is_relative_path(value: str) -> bool:
+    return bool(value) and "://" not in value and not value.startswith("~") and not os.path.isabs(value)
+
+
+def _climbs_out(folder: Path, value: str) -> bool:
+    """Whether relative `value` leads out of `folder` through `..`, or through symlinks with relative targets.
+
+    A symlink to an absolute path stands for that path, as an absolute path in the spec would.
+    """
+    pending, inside, hops = list(Path(value).parts), [], 0
+    while pending:
+        part = pending.pop(0)
+        if part == os.pardir:
+            if not inside:
+                return True
+            inside.pop()
+        elif part != os.curdir:
+            inside.append(part)
+            target = _link_target(folder.joinpath(*inside))
+            if target is None:
+                continue
+            if os.path.isabs(target):
+                return False
+            hops += 1
+            if hops > _MAX_SYMLINKS:
+                return True  # a symlink loop never arrives inside
+            inside.pop()
+            pending = [*Path(target).parts, *pending]
+    return False
+
+
+def _link_target(path: Path) -> str | None:
+    """The target of symlink `path`; None when it is no symlink or cannot be read."""
+    try:
+        return os.readlink(path) if path.is_symlink() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _data_files(r: Resolved) -> list[tuple[str, Path]]:
@@ -439,11 +643,34 @@ def _data_files(r: Resolved) -> list[tuple[str, Path]]:
         path = local_path(r.doc.base_dir, value)
         if path is None and d.preprocess_output:
             folder = local_path(r.doc.base_dir, d.preprocess_output)
-            matches = sorted(folder.glob(f"{role}.*")) if folder and folder.is_dir() else []
-            path = matches[0] if matches else None
-        if path is not None and path.is_file():
+            path = find_file(folder, role) if folder is not None else None
+        if path is not None and is_file(path):
             found.append((role, path))
     return found
+
+
+def _data_key(r: Resolved, role: str) -> KeyPath:
+    """The key that named the data file of `role`: its *_file_path, or preprocess_output."""
+    name = f"{role}_file_path"
+    return ("data", name) if getattr(r.spec.data, name) else ("data", "preprocess_output")
+
+
+def _most_train_steps(r: Resolved) -> tuple[int, int, str] | None:
+    """(at most how many optimizer steps training makes, training rows, file name) when the whole training file
+    was read; None otherwise, and for question answering, whose long contexts make several rows each."""
+    train = dict(_data_files(r)).get("train")
+    if train is None or r.spec.task == "question_answering":
+        return None
+    peek = peek_data(train)
+    if peek is None or not peek.rows or not peek.complete:
+        return None
+    tr = r.spec.training
+    batches = math.ceil(len(peek.rows) / (tr.per_device_train_batch_size * r.derived["world_size"]))
+    per_epoch = max(1, math.ceil(batches / tr.gradient_accumulation_steps))
+    epochs = tr.num_train_epochs
+    if r.derived.get("epochs_from_min_update_steps") and tr.min_update_steps:
+        epochs = max(1, math.ceil(tr.min_update_steps / per_epoch))
+    return per_epoch * epochs, len(peek.rows), train.name
 
 
 def _task_columns(r: Resolved) -> list[tuple[str, str]]:
@@ -456,12 +683,3 @@ def _task_columns(r: Resolved) -> list[tuple[str, str]]:
         "causal_lm": [],
     }[r.spec.task]
     return [(k, getattr(d, k)) for k in keys if getattr(d, k)]
-
-
-def _count_lines(path: Path, cap: int) -> int:
-    count = 0
-    with path.open("rb") as fh:
-        for count, _ in enumerate(fh, 1):
-            if count >= cap:
-                break
-    return count

@@ -602,5 +602,7 @@ class LintSection(Section):
     """Lint settings of this spec."""
 
     ignore: dict[str, str] = param(
-        description="Rules to silence, each with the reason: {FTC102: 'why'}.", default_factory=dict
+        description="Rules to silence, each a known rule id with the reason: {FTC102: 'why'}. FTC106 (a literal "
+        "secret) cannot be silenced.",
+        default_factory=dict,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from pydantic import ValidationError
@@ -10,6 +11,7 @@ from ftc.errors import Problem, SpecError
 from ftc.spec.keys import suggest
 from ftc.spec.loader import SourceDoc
 from ftc.spec.model import SECTION_ALIASES, SpecBase, spec_model
+from ftc.spec.rules import RULES, UNSILENCEABLE
 from ftc.spec.secrets import mask_secrets
 from ftc.spec.sections import METRICS
 
@@ -22,7 +24,8 @@ def validate_spec(doc: SourceDoc) -> SpecBase:
         spec = spec_model().model_validate(doc.data)
     except ValidationError as exc:
         raise SpecError([_problem(err, doc) for err in exc.errors()]) from None
-    problems = [Problem(doc.locate(path), _dotted(path), msg) for path, msg in _cross_checks(spec)]
+    found = _cross_checks(spec) + _ignore_checks(spec)
+    problems = [Problem(doc.locate(path), mask_secrets(_dotted(path)), mask_secrets(msg)) for path, msg in found]
     if problems:
         raise SpecError(problems)
     return spec
@@ -51,6 +54,30 @@ def _cross_checks(spec: SpecBase) -> list[tuple[tuple[str, ...], str]]:
     return found
 
 
+def _ignore_checks(spec: SpecBase) -> list[tuple[tuple[str, ...], str]]:
+    """Each lint.ignore entry names a known rule that may be silenced, and says why."""
+    known = rule_ids()
+    found = []
+    for rule_id, reason in spec.lint.ignore.items():
+        path = ("lint", "ignore", rule_id)
+        if rule_id in UNSILENCEABLE:
+            found.append((path, f"{rule_id} cannot be silenced; put the secret in an environment variable listed in env.secrets"))
+        elif rule_id not in known:
+            close = difflib.get_close_matches(rule_id, sorted(known), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            found.append((path, f"unknown rule {rule_id!r}{hint}; `ftc docs --rules` lists them"))
+        elif not reason.strip():
+            found.append((path, "needs a reason: give the reason the rule does not apply, as {" + rule_id + ": 'why'}"))
+    return found
+
+
+def rule_ids() -> set[str]:
+    """Every rule id lint.ignore may name: the spec's rules and each registered target's."""
+    from ftc.backends.registry import backends  # loaded already: the spec model has a section per target
+
+    return set(RULES) | {r.id for backend in backends().values() for r in backend.rules}
+
+
 def _problem(err: Any, doc: SourceDoc) -> Problem:
     path = _source_path(tuple(err["loc"]), doc)
     kind = err["type"]
@@ -63,9 +90,8 @@ def _problem(err: Any, doc: SourceDoc) -> Problem:
         message = err["msg"].removeprefix("Value error, ")
         value = err.get("input")
         if not isinstance(value, (dict, list)) and kind != "value_error":
-            shown = mask_secrets(repr(value))
-            message += f" (got {shown[:80]})"
-    return Problem(doc.locate(path), _dotted(path), message)
+            message += f" (got {mask_secrets(repr(value))[:80]})"
+    return Problem(doc.locate(path), mask_secrets(_dotted(path)), mask_secrets(message))
 
 
 def _source_path(loc: tuple[Any, ...], doc: SourceDoc) -> tuple[Any, ...]:

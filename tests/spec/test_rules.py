@@ -44,6 +44,12 @@ CASES: dict[str, tuple[str, str]] = {
     ),
     "FTC125": ("lora:\n  apply_lora: true\n", "lora:\n  apply_lora: true\n  target_modules: [dense]\n"),
     "FTC126": ("", "lora:\n  apply_lora: true\n"),
+    "FTC127": (
+        "deepspeed:\n  apply_deepspeed: true\n  deepspeed: ds.json\n  deepspeed_stage: 3\n",
+        "deepspeed:\n  apply_deepspeed: true\n  deepspeed_stage: 3\n",
+    ),
+    "FTC128": ("deepspeed:\n  apply_deepspeed: true\n  deepspeed_stage: 3\n", "deepspeed:\n  apply_deepspeed: true\n"),
+    "FTC129": ("precision:\n  quantization: 4bit\n", ""),
     "FTC130": ("data:\n  train_file_path: data/train.jsonl\n  label_key: topic\n", "data:\n  train_file_path: data/train.jsonl\n"),
     "FTC131": ("data:\n  train_file_path: data/train.jsonl\n  validation_file_path: data/odd.jsonl\n", ""),
     "FTC132": ("data:\n  train_file_path: data/train.jsonl\n  max_seq_length: 1024\n", "data:\n  train_file_path: data/train.jsonl\n  max_seq_length: 512\n"),
@@ -51,9 +57,21 @@ CASES: dict[str, tuple[str, str]] = {
         "data:\n  train_file_path: data/train.jsonl\n  validation_file_path: data/big.jsonl\nevaluation:\n  evaluation_strategy: steps\n  eval_steps: 1\n",
         "data:\n  train_file_path: data/train.jsonl\n  validation_file_path: data/big.jsonl\nevaluation:\n  evaluation_strategy: steps\n  eval_steps: 50\n",
     ),
+    "FTC134": ("data:\n  train_file_path: data/train.jsonl\n  validation_file_path: data/empty.jsonl\n", ""),
+    "FTC140": ("precision:\n  quantization: 4bit\nlora:\n  apply_lora: false\n", "precision:\n  quantization: 4bit\n"),
+    "FTC141": ("training:\n  freeze_layers: true\nlora:\n  apply_lora: true\n", "training:\n  freeze_layers: true\n"),
+    "FTC142": (
+        "fsdp:\n  enable_fsdp: true\n  sharding_group_size: 2\n",
+        "fsdp:\n  enable_fsdp: true\n  hsdp: true\n  sharding_strategy: HYBRID_SHARD\n  sharding_group_size: 2\n",
+    ),
+    "FTC143": ("training:\n  gradient_clipping: true\n  max_grad_norm: 0\n", "training:\n  max_grad_norm: 0\n"),
+    "FTC144": (
+        "evaluation:\n  run_validation: false\ncheckpointing:\n  save_total_limit: 2\n",
+        "checkpointing:\n  save_total_limit: 2\n",
+    ),
 }
 # Rules whose trigger needs a model family; the fixture model's config.json says which.
-FAMILY = {"FTC125": "xlnet", "FTC126": "mixtral"}
+FAMILY = {"FTC125": "xlnet", "FTC126": "mixtral", "FTC128": "phi", "FTC140": "llama"}
 
 
 def workspace(root: Path, family: str = "bert") -> None:
@@ -65,6 +83,7 @@ def workspace(root: Path, family: str = "bert") -> None:
     (root / "data" / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
     (root / "data" / "odd.jsonl").write_text(json.dumps({"text": "x", "label": "zebra"}) + "\n")
     (root / "data" / "big.jsonl").write_text((json.dumps(rows[0]) + "\n") * 10_000)
+    (root / "data" / "empty.jsonl").write_text("\n")
 
 
 @pytest.mark.parametrize("rule_id", sorted(CASES))

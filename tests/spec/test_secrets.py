@@ -24,6 +24,11 @@ TOKENS = [
     "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
     "0123456789abcdef0123456789abcdef01234567",
     "DefaultEndpointsProtocol=https;AccountKey=" + "abcd1234" * 6 + "==",
+    "glpat-" + "xYz12AbC34dEf56GhI78",
+    "npm_" + "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6",
+    "https://deploy:" + "Tr0ub4dor3@git.example.com/team/repo.git",
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA" + "x" * 40 + "\n-----END RSA PRIVATE KEY-----",
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA",  # cut short: the rest is masked too
 ]
 NOT_TOKENS = [
     "models/all-MiniLM-L6-v2",
@@ -32,6 +37,15 @@ NOT_TOKENS = [
     "hf_hub_cache",
     "sk-learn",
     "/data/train.jsonl",
+    "https://example.com/datasets/train.jsonl",
+    "https://host.example.com:8443/v1/models?owner=a@b.c",
+    "https://mirror@example.com/simple",
+    "https://oauth2:${GITLAB_TOKEN}@gitlab.example.com/team/repo.git",
+    "git@github.com:org/repo.git",
+    "s3://bucket/runs/a:b@c",
+    "npm_config_cache",
+    "glpat-short",
+    "-----BEGIN CERTIFICATE-----",
 ]
 
 
@@ -46,6 +60,10 @@ def test_ordinary_values_are_not_tokens(text: str) -> None:
     assert not looks_like_secret(text)
 
 
+def test_masking_keeps_the_rest_of_a_url() -> None:
+    assert mask_secrets("https://deploy:Tr0ub4dor3@git.example.com/repo") == "https://***@git.example.com/repo"
+
+
 @pytest.mark.parametrize("token", TOKENS)
 def test_a_token_in_a_spec_never_reaches_output(token: str, write_spec: Callable[..., Path], tmp_path: Path) -> None:
     spec = write_spec(MINIMAL + f"description: 'uses {token}'\nenv:\n  vars:\n    API: '{token}'\n")
@@ -57,3 +75,28 @@ def test_a_token_in_a_spec_never_reaches_output(token: str, write_spec: Callable
     compiled = runner.invoke(app, ["compile", str(spec), "-t", "all", "-o", str(tmp_path / "build")])
     assert compiled.exit_code == 1 and token not in compiled.output
     assert not (tmp_path / "build").exists()
+
+
+TOKEN = "hf_" + "abcdefghijklmnopqrstuvwxyz0123456789AB"
+DATA = "data:\n  train_file_path: train.jsonl\n"
+PLACES = {
+    "a mapping key": f"{DATA}resources:\n  worker_resources:\n    {TOKEN}: 1\n",
+    "a column name": f"{DATA}  label_key: {TOKEN}\n",
+    "a path": f"{DATA}checkpointing:\n  output_dir: ../{TOKEN}\n",
+    "an unknown key": f"{DATA}lora:\n  {TOKEN}: 1\n",
+    "the name": f"{DATA}name: {TOKEN}\n",
+}
+COMMANDS = (["lint", "-t", "all"], ["lint", "--format", "sarif"], ["explain"], ["compile", "-t", "all", "-o", "{out}"])
+
+
+@pytest.mark.parametrize("extra", PLACES.values(), ids=PLACES.keys())
+def test_a_token_anywhere_is_flagged_and_never_echoed(extra: str, tmp_path: Path) -> None:
+    (tmp_path / "train.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n')
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("task: text_classification\nmodel: ./model\n" + extra)
+    runner = CliRunner()
+    for command in COMMANDS:
+        result = runner.invoke(app, [command[0], str(spec), *(a.format(out=tmp_path / "b") for a in command[1:])])
+        assert TOKEN not in result.output and "Traceback" not in result.output, command
+        assert result.exit_code == 1 or command == ["explain"], (command, result.output)
+    assert not (tmp_path / "b").exists()

@@ -10,6 +10,7 @@ which the lint process never does), skipped when deepspeed is not installed.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib.util
 import json
 import os
@@ -221,9 +222,15 @@ def engine_refusal(config: dict[str, Any]) -> str | None:
     when it accepts it or deepspeed is not installed."""
     if importlib.util.find_spec("deepspeed") is None:
         return None
+    return _engine_verdict(json.dumps(config, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _engine_verdict(config_json: str) -> str | None:
+    """One child process per distinct filled config (a lint run over many specs shares the file)."""
     try:
         result = subprocess.run(
-            [sys.executable, "-c", _VALIDATE], input=json.dumps(config), capture_output=True, text=True,
+            [sys.executable, "-c", _VALIDATE], input=config_json, capture_output=True, text=True,
             timeout=120, check=False, env=_child_env(),
         )
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ftc.spec import deepspeed_file
 from ftc.spec.peek import (
     count_lines,
     find_file,
@@ -537,6 +538,53 @@ def _checkpoints_without_eval(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
             ("checkpointing", "save_total_limit"),
             "has no effect: checkpoints are saved at evaluations and evaluation is off; turn evaluation on or remove it",
         )
+
+
+def _deepspeed_file_problems(r: Resolved, engine: bool = False) -> tuple[Path, list[deepspeed_file.Problem]] | None:
+    """The user's DeepSpeed file and its problems, when apply_deepspeed names one that is reachable."""
+    ds = r.spec.deepspeed
+    path = local_path(r.doc.base_dir, ds.deepspeed) if ds.apply_deepspeed else None
+    if path is None:
+        return None
+    return path, deepspeed_file.problems(path, r.spec, int(r.derived["world_size"]), engine=engine)
+
+
+def _deepspeed_findings(r: Resolved, kinds: tuple[str, ...], engine: bool = False) -> Iterator[tuple[KeyPath, str]]:
+    found = _deepspeed_file_problems(r, engine)
+    if found is None:
+        return
+    path, problems = found
+    for p in problems:
+        if p.kind in kinds:
+            yield ("deepspeed", "deepspeed"), f"{p.where(path)}: {p.message}"
+
+
+@rule("FTC150", "error", "DeepSpeed file that cannot be read")
+def _deepspeed_file_unreadable(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    """The DeepSpeed config file must be a JSON object (checked when the file is reachable)."""
+    yield from _deepspeed_findings(r, ("unreadable",))
+
+
+@rule("FTC151", "error", "DeepSpeed value that disagrees with the Trainer's")
+def _deepspeed_file_mismatch(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    """Values the Trainer also owns (micro batch, accumulation, train_batch_size = micro x accumulation x processes,
+    gradient clipping, optimizer lr / betas / eps / weight decay, fp16 and bf16) must be "auto" or equal the
+    spec's: transformers refuses a mismatch when training starts, and fp16 with bf16 both on is refused too."""
+    yield from _deepspeed_findings(r, ("mismatch", "both_precisions"))
+
+
+@rule("FTC152", "warning", "unknown top-level DeepSpeed key")
+def _deepspeed_file_unknown_key(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    """DeepSpeed silently ignores top-level keys it does not know (a typo such as zero_optimisation turns
+    ZeRO off); the message suggests the nearest known key."""
+    yield from _deepspeed_findings(r, ("unknown_key",))
+
+
+@rule("FTC153", "error", "DeepSpeed file that DeepSpeed refuses")
+def _deepspeed_file_refused(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    """The file, with its "auto" values filled from the spec as transformers fills them, passes DeepSpeed's own
+    config models (checked in a child process when deepspeed is installed, and only when FTC150-152 find nothing)."""
+    yield from _deepspeed_findings(r, ("refused",), engine=True)
 
 
 _LORA_FAMILIES = {

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +14,21 @@ from ftc.compiler.build import load_resolved
 from ftc.spec.rules import RULES, run_rules
 
 from tests.conftest import MINIMAL
+
+# DeepSpeed files of the FTC15x cases, in the workspace's folder.
+_DS_AUTO = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto", "zero_optimization": {"stage": 2}}
+DEEPSPEED_FILES: dict[str, dict[str, Any] | str] = {
+    "ds_auto.json": _DS_AUTO,
+    "ds_broken.json": "{not json",
+    "ds_micro64.json": {**_DS_AUTO, "train_micro_batch_size_per_gpu": 64},
+    "ds_typo.json": {**_DS_AUTO, "zero_optimisation": {"stage": 3}},
+    "ds_refused.json": {**_DS_AUTO, "zero_optimization": {"stage": 2, "overlap_comm_typo": True}},
+}
+
+
+def _ds(name: str) -> str:
+    return f"deepspeed:\n  apply_deepspeed: true\n  deepspeed: {name}\n"
+
 
 # rule id -> (spec text appended to MINIMAL that triggers it, a variant that does not)
 CASES: dict[str, tuple[str, str]] = {
@@ -69,6 +86,10 @@ CASES: dict[str, tuple[str, str]] = {
         "evaluation:\n  run_validation: false\ncheckpointing:\n  save_total_limit: 2\n",
         "checkpointing:\n  save_total_limit: 2\n",
     ),
+    "FTC150": (_ds("ds_broken.json"), _ds("ds_auto.json")),
+    "FTC151": (_ds("ds_micro64.json"), _ds("ds_auto.json")),
+    "FTC152": (_ds("ds_typo.json"), _ds("ds_auto.json")),
+    "FTC153": (_ds("ds_refused.json"), _ds("ds_auto.json")),
 }
 # Rules whose trigger needs a model family; the fixture model's config.json says which.
 FAMILY = {"FTC125": "xlnet", "FTC126": "mixtral", "FTC128": "phi", "FTC140": "llama"}
@@ -84,10 +105,14 @@ def workspace(root: Path, family: str = "bert") -> None:
     (root / "data" / "odd.jsonl").write_text(json.dumps({"text": "x", "label": "zebra"}) + "\n")
     (root / "data" / "big.jsonl").write_text((json.dumps(rows[0]) + "\n") * 10_000)
     (root / "data" / "empty.jsonl").write_text("\n")
+    for name, config in DEEPSPEED_FILES.items():
+        (root / name).write_text(config if isinstance(config, str) else json.dumps(config, indent=2))
 
 
 @pytest.mark.parametrize("rule_id", sorted(CASES))
 def test_rule_fires_and_stays_quiet(rule_id: str, write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    if rule_id == "FTC153" and importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("FTC153 asks DeepSpeed itself: deepspeed is not installed")
     trigger, quiet = CASES[rule_id]
     family = FAMILY.get(rule_id, "bert")
     workspace(tmp_path, family)

@@ -31,6 +31,7 @@ from ftc.backends import _azureml_component as aml
 from ftc.backends.base import Backend, TargetRule
 from ftc.compiler.plan import Plan
 from ftc.errors import FtcError
+from ftc.spec import deepspeed_file
 from ftc.spec.fields import Flag, Section, param
 from ftc.spec.peek import local_path
 from ftc.spec.rules import Finding
@@ -148,6 +149,10 @@ class AzuremlBackend(Backend):
             "Azure ML pastes a data input's mounted path into the command in single quotes: a model or data path holds "
             f"no quote, line break, control character, ${{{{, $[[, ]], ': ' or ' #', and is at most {aml.MAX_WORD} characters.",
         ),
+        TargetRule(
+            "FTC518", "error", "CPU training on several nodes",
+            "Azure ML runs CPU training on a single node only (MPI; seed 000): resources.device cpu needs nodes: 1.",
+        ),
     )
 
     def variables(self, plan: Plan) -> dict[str, Any]:
@@ -204,6 +209,14 @@ class AzuremlBackend(Backend):
 def _plan_findings(plan: Plan) -> list[Finding]:
     s, opts = plan.spec, plan.options
     out: list[Finding] = []
+    if s.resources.device == "cpu" and s.resources.nodes > 1:
+        out.append(
+            Finding.error(
+                "FTC518",
+                ("resources", "nodes"),
+                "CPU training on Azure ML runs on a single node only (MPI); set nodes: 1 or train on GPUs",
+            )
+        )
     if opts.feeds_model_evaluation and s.lora.apply_lora and not s.lora.merge_lora_weights:  # type: ignore[attr-defined]
         out.append(
             Finding.error(
@@ -301,11 +314,10 @@ def _zero3_gather(plan: Plan) -> list[Finding]:
     path = local_path(plan.resolved.doc.base_dir, ds.deepspeed)
     if path is None or not path.is_file():
         return []
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return [Finding.error("FTC511", ("deepspeed", "deepspeed"), f"{path.name} is not a readable JSON DeepSpeed config: {exc}")]
-    zero = config.get("zero_optimization") if isinstance(config, dict) else None
+    config = deepspeed_file.load(path)  # bounded, and never a traceback (deep nesting, odd bytes)
+    if isinstance(config, str):
+        return [Finding.error("FTC511", ("deepspeed", "deepspeed"), f"{path.name} is not a readable JSON DeepSpeed config: it {config}")]
+    zero = config.get("zero_optimization")
     if not isinstance(zero, dict) or str(zero.get("stage")) != "3":
         return []
     gather = zero.get("stage3_gather_16bit_weights_on_model_save", zero.get("gather_16bit_weights_on_model_save"))

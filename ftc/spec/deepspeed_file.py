@@ -151,7 +151,7 @@ def problems(path: Path, spec: SpecBase, world_size: int, engine: bool = True) -
     """Everything the run would refuse or silently ignore in the DeepSpeed file at `path`."""
     config = load(path)
     if isinstance(config, str):
-        return [Problem("unreadable", "", None, config)]
+        return [Problem("unreadable", "", None, f"not a readable DeepSpeed config: it {config}")]
     text = path.read_text(encoding="utf-8")
     found: list[Problem] = []
     for key in sorted(set(config) - TOP_LEVEL_KEYS):

@@ -410,9 +410,11 @@ def test_reference_to_a_missing_input_is_reported() -> None:
         ("resources:\n  nodes: 2\ntargets:\n  azureml:\n    output_mode: upload\n",
          r"spec.yaml:\d+:5: targets.azureml.output_mode: is upload but multi-node .*needs mount \[FTC512\]"),
         ("targets:\n  azureml:\n    environment: my-env\n", r"spec.yaml:\d+:5: targets.azureml.environment: .*\[FTC516\]"),
+        ("resources:\n  device: cpu\n  nodes: 2\n", r"spec.yaml:\d+:3: resources.nodes: CPU training on Azure ML runs on a single node .*\[FTC518\]"),
         ("lora:\n  lora_r: 8.5\n", r"spec.yaml:\d+:3: lora.lora_r: .*integer"),
     ],
-    ids=["component-name", "merge-for-evaluation", "zero3-gather", "multi-node-upload", "environment", "integer-float"],
+    ids=["component-name", "merge-for-evaluation", "zero3-gather", "multi-node-upload", "environment", "cpu-multi-node",
+         "integer-float"],
 )  # fmt: skip
 def test_bad_values_fail_at_compile_time(write: Callable[..., Path], extra: str, expected: str) -> None:
     spec = write(TINY + extra)
@@ -420,6 +422,13 @@ def test_bad_values_fail_at_compile_time(write: Callable[..., Path], extra: str,
     with pytest.raises(SpecError, match=expected):
         compile_azureml(spec)
     assert not (spec.parent / "build").exists()
+
+
+def test_deeply_nested_deepspeed_file_is_a_clean_error(write: Callable[..., Path]) -> None:
+    spec = write(TINY + "deepspeed:\n  apply_deepspeed: true\n  deepspeed: ds/zero3.json\n")
+    (spec.parent / "ds" / "zero3.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(SpecError, match=r"zero3.json is not a readable JSON DeepSpeed config: it is not valid JSON.*\[FTC511\]"):
+        compile_azureml(spec)
 
 
 def test_zero3_file_with_gather_compiles(write: Callable[..., Path]) -> None:

@@ -540,6 +540,25 @@ def _checkpoints_without_eval(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
         )
 
 
+@rule("FTC145", "error", "FSDP combination the runtime cannot run")
+def _fsdp_limits(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    """With FSDP the adapter is sharded, so LoRA must save it unmerged (merge_lora_weights: false); on CPU
+    (resources.device cpu) only FSDP2 runs (FULL_SHARD, SHARD_GRAD_OP) with sharded checkpoints: NO_SHARD and
+    HYBRID_SHARD are FSDP1, which accelerate runs on GPUs only, and FULL_STATE_DICT checkpoints fail in CPU processes."""
+    s = r.spec
+    if not s.fsdp.enable_fsdp:
+        return
+    if (s.lora.apply_lora or s.lora.from_peft_checkpoint) and s.lora.merge_lora_weights and s.checkpointing.save_model:
+        yield ("lora", "merge_lora_weights"), "cannot be true with fsdp.enable_fsdp (the adapter is sharded); set it to false"
+    if s.resources.device == "cpu":
+        if s.fsdp.sharding_strategy in ("NO_SHARD", "HYBRID_SHARD"):
+            yield ("fsdp", "sharding_strategy"), (
+                f"{s.fsdp.sharding_strategy} is FSDP1, which runs on GPUs only; on CPU use FULL_SHARD or SHARD_GRAD_OP"
+            )
+        if s.fsdp.checkpoint_type == "FULL_STATE_DICT":
+            yield ("fsdp", "checkpoint_type"), "FULL_STATE_DICT fails in CPU processes; use SHARDED_STATE_DICT on CPU"
+
+
 def _deepspeed_file_problems(r: Resolved, engine: bool = False) -> tuple[Path, list[deepspeed_file.Problem]] | None:
     """The user's DeepSpeed file and its problems, when apply_deepspeed names one that is reachable."""
     ds = r.spec.deepspeed

@@ -86,6 +86,10 @@ CASES: dict[str, tuple[str, str]] = {
         "evaluation:\n  run_validation: false\ncheckpointing:\n  save_total_limit: 2\n",
         "checkpointing:\n  save_total_limit: 2\n",
     ),
+    "FTC145": (
+        "fsdp:\n  enable_fsdp: true\n  sharding_strategy: HYBRID_SHARD\nresources:\n  device: cpu\n",
+        "fsdp:\n  enable_fsdp: true\n  sharding_strategy: HYBRID_SHARD\nresources:\n  device: gpu\n",
+    ),
     "FTC150": (_ds("ds_broken.json"), _ds("ds_auto.json")),
     "FTC151": (_ds("ds_micro64.json"), _ds("ds_auto.json")),
     "FTC152": (_ds("ds_typo.json"), _ds("ds_auto.json")),
@@ -138,3 +142,19 @@ def test_lint_ignore_silences_a_rule(write_spec: Callable[..., Path], tmp_path: 
     workspace(tmp_path)
     text = MINIMAL + "ort:\n  apply_ort: true\nlint:\n  ignore:\n    FTC107: testing\n"
     assert "FTC107" not in {f.rule for f in run_rules(load_resolved(write_spec(text)))}
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ("lora:\n  apply_lora: true\n", "lora.merge_lora_weights"),
+        ("resources:\n  device: cpu\nfsdp:\n  checkpoint_type: FULL_STATE_DICT\n", "fsdp.checkpoint_type"),
+    ],
+)
+def test_fsdp_limits_name_the_key(write_spec: Callable[..., Path], tmp_path: Path, extra: str, key: str) -> None:
+    workspace(tmp_path)
+    text = MINIMAL + extra.replace("fsdp:\n", "fsdp:\n  enable_fsdp: true\n") + ("" if "fsdp:" in extra else "fsdp:\n  enable_fsdp: true\n")
+    found = [f for f in run_rules(load_resolved(write_spec(text))) if f.rule == "FTC145"]
+    assert [f.key for f in found] == [key]
+    quiet = MINIMAL + "fsdp:\n  enable_fsdp: true\nlora:\n  apply_lora: true\n  merge_lora_weights: false\n"
+    assert not [f for f in run_rules(load_resolved(write_spec(quiet, name="quiet.yaml"))) if f.rule == "FTC145"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ftc.backends.registry import backends
+from ftc.cli.lint_report import lint_file
 from ftc.compiler.build import compile_spec
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
@@ -39,3 +40,9 @@ def test_golden(case: str, tmp_path: Path, update_golden: bool) -> None:
             if a != b:
                 diff = "".join(difflib.unified_diff(a.splitlines(True), b.splitlines(True), "golden", "produced"))
                 pytest.fail(f"{case}/{target}/{name} differs (intended? run with --update-golden):\n{diff}")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_spec_lints_clean(case: str) -> None:
+    findings = lint_file(GOLDEN / case / "spec.yaml", []).findings
+    assert findings == [], "\n".join(f"{f.location}: {f.rule} {f.message}" for f in findings)

@@ -34,6 +34,7 @@ bench: install
 	$(PY) bench/lint_throughput.py
 	$(PY) bench/runtime_overhead.py
 	$(PY) bench/packing.py
+	$(PY) bench/scale_out.py
 
 schema: install
 	$(FTC) schema > ftc/spec/schema.json

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tests.runtime.multiproc import launch_env  # noqa: E402  (the tests' launcher environment)
 
 SPEC = """\
 task: causal_lm
@@ -61,24 +62,14 @@ PEAK_RSS = "import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:])
            "print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)"
 
 
-def env() -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "FTC_PYTHON": sys.executable,
-           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR")
-           or str(Path("~/.cache/ftc/torch_extensions").expanduser())}
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    return env
-
-
 def train(work: Path, name: str, spec: str) -> tuple[dict[str, float], int]:
     """Compile and run `spec`; returns (metrics.json, peak RSS in KiB of any process of the run)."""
     (work / f"{name}.yaml").write_text(spec)
     subprocess.run([sys.executable, "-m", "ftc.cli", "compile", f"{name}.yaml", "-t", "local", "-o", f"build-{name}"],
-                   cwd=work, env=env(), check=True, capture_output=True)
+                   cwd=work, env=launch_env(), check=True, capture_output=True)
     out = work / "runs" / name
     proc = subprocess.run([sys.executable, "-c", PEAK_RSS, "bash", f"build-{name}/local/run.sh", "--output_dir", str(out)],
-                          cwd=work, env=env(), capture_output=True, text=True)
+                          cwd=work, env=launch_env(), capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
     peak = int(next(x for x in proc.stdout.splitlines() if x.startswith("PEAK_RSS_KIB")).split()[1])

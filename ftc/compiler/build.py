@@ -96,7 +96,8 @@ def compile_spec(
 ) -> list[Path]:
     """Compile a spec for `targets` into `out_dir/<target>/`; nothing is written unless all succeed.
 
-    Error findings (rules and target checks) stop the compile; warnings go to `on_warning`.
+    Error findings (rules and target checks) stop the compile; warnings go to `on_warning`, and so
+    do the writer's (what it kept in a target folder: see ftc.compiler.write).
     """
     resolved = load_resolved(spec_path, overrides)
     out = Path(out_dir)
@@ -108,4 +109,4 @@ def compile_spec(
     if on_warning is not None:
         for f in findings:
             on_warning(as_problem(resolved, f))
-    return write_builds(out, {plan.target: render_plan(plan) for plan in plans})
+    return write_builds(out, {plan.target: render_plan(plan) for plan in plans}, on_warning)

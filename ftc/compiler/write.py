@@ -3,23 +3,48 @@
 Each target folder is replaced whole, and only if it is an earlier ftc build (it holds ftc's
 manifest.json) or empty. When any swap fails, the targets already swapped get their previous
 build back, so a compile either replaces every target or none.
+
+One compile at a time writes a build folder: it holds an flock on `<out>/.ftc-lock` (removed when
+done); another waits up to LOCK_TIMEOUT_S, then fails with a clear error. Holding the lock, a
+compile removes the `.ftc-staging-*` folders that compiles which died left behind, except one that
+holds a previous build that could not be restored (`.old-<target>`, named in that compile's error):
+it is kept and named in a warning.
+
+What a user put in a target folder (files its manifest does not list, such as SLURM's job logs,
+and empty folders) is kept: hard-linked into the new build, so a log a running job still writes
+keeps growing there, and named in a warning. A compile whose new build writes one of those paths
+itself is refused, naming them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from ftc.errors import CompileError
+from ftc.errors import CompileError, Location, Problem
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_MAX_BYTES = 1 << 20
 DIR_MODE = 0o755
+LOCK_NAME = ".ftc-lock"
+LOCK_TIMEOUT_S = 60.0
+LOCK_POLL_S = 0.05
+STAGING_PREFIX = ".ftc-staging-"
+OLD_PREFIX = ".old-"
+NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)  # a file system without flock (Lustre mounted noflock)
+SHOWN = 10  # paths named in one message
+
+Warn = Callable[[Problem], None]
 
 
 @dataclass(frozen=True)
@@ -113,7 +138,7 @@ class _Swap:
 
     def put(self, target: str) -> Path:
         final = self.out_dir / target
-        moved = _Moved(final, self.staging / f".old-{target}" if final.exists() else None)
+        moved = _Moved(final, self.staging / f"{OLD_PREFIX}{target}" if final.exists() else None)
         if moved.old is not None:
             os.rename(final, moved.old)
         self.moved.append(moved)
@@ -136,27 +161,195 @@ class _Swap:
         return failures
 
 
-def write_builds(out_dir: Path, builds: dict[str, list[Artifact]]) -> list[Path]:
+def _warning(where: Path, message: str) -> Problem:
+    return Problem(Location(str(where)), "", message)
+
+
+def _named(paths: list[str]) -> str:
+    more = f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else ""
+    return ", ".join(paths[:SHOWN]) + more
+
+
+# --- one compile at a time ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def build_lock(out_dir: Path, warn: Warn) -> Iterator[None]:
+    """Hold the lock of the build folder `out_dir` (which exists); its lock file is removed after."""
+    path = out_dir / LOCK_NAME
+    fd: int | None = None
+    try:
+        fd = _acquire(path, time.monotonic() + LOCK_TIMEOUT_S)
+    except OSError as exc:
+        if exc.errno not in NO_LOCKS:
+            raise
+        path.unlink(missing_ok=True)
+        warn(_warning(out_dir, f"cannot be locked ({exc.strerror}): compiles into it at the same time can mix their builds"))
+    try:
+        yield
+    finally:
+        if fd is not None:
+            path.unlink(missing_ok=True)  # while still held: a compile waiting on this file then opens a new one
+            os.close(fd)
+
+
+def _acquire(path: Path, deadline: float) -> int:
+    """An open descriptor of the lock file `path`, locked; retried when another compile removed the file meanwhile."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            _flock(fd, path, deadline)
+            if _is_current(fd, path):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _flock(fd: int, path: Path, deadline: float) -> None:
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise CompileError(
+                    f"{path.parent}: another ftc compile is writing this folder (waited {LOCK_TIMEOUT_S:g} s); "
+                    f"compile again when it is done (it holds {path})"
+                ) from None
+            time.sleep(LOCK_POLL_S)
+
+
+def _is_current(fd: int, path: Path) -> bool:
+    """Whether the locked descriptor `fd` is still the file at `path` (the compile before may have removed it)."""
+    try:
+        current = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (current.st_dev, current.st_ino)
+
+
+def clean_stale_staging(out_dir: Path, warn: Warn) -> None:
+    """Remove the staging folders compiles that died left in `out_dir` (the lock is held: none is in use).
+
+    A staging folder that holds a previous build that could not be restored is kept, and named.
+    """
+    for folder in sorted(out_dir.iterdir()):
+        if not folder.name.startswith(STAGING_PREFIX) or folder.is_symlink() or not folder.is_dir():
+            continue
+        old = sorted(p.name for p in folder.iterdir() if p.name.startswith(OLD_PREFIX))
+        if not old:
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
+        message = f"holds a previous build that could not be restored ({', '.join(old)}); move what you need out of it, then delete it"
+        warn(_warning(folder, message))
+
+
+# --- what a user put in a target folder -----------------------------------------------------------
+
+
+def user_paths(folder: Path) -> list[str]:
+    """What a user put in the earlier build `folder`: unlisted files, and empty folders (ending in /)."""
+    if not is_ftc_build(folder):
+        return []  # an empty folder, or none
+    files = json.loads((folder / MANIFEST_NAME).read_bytes()).get("files")
+    listed = {MANIFEST_NAME, *(files if isinstance(files, dict) else {})}
+    return sorted(_unlisted(folder, listed))
+
+
+def _unlisted(root: Path, listed: set[str], under: str = "") -> Iterator[str]:
+    with os.scandir(root / under) as entries:
+        children = [(f"{under}{e.name}", e.is_dir(follow_symlinks=False)) for e in entries]
+    if under and not children:
+        yield under  # e.g. `mkdir logs` for `sbatch --output logs/%j.out`
+    for path, is_dir in children:
+        if is_dir:
+            yield from _unlisted(root, listed, f"{path}/")
+        elif path not in listed:
+            yield path
+
+
+def in_the_way(path: str, new_files: set[str]) -> bool:
+    """Whether a user's `path` (a folder if it ends in /) is or is below a new file, or is a file where a new folder goes."""
+    bare = PurePosixPath(path.rstrip("/"))
+    new_folders = {parent for f in new_files for parent in PurePosixPath(f).parents}
+    return (
+        str(bare) in new_files
+        or (not path.endswith("/") and bare in new_folders)
+        or any(str(parent) in new_files for parent in bare.parents)
+    )
+
+
+def carry_user_paths(old: Path, new: Path, artifacts: list[Artifact]) -> list[str]:
+    """Put what a user put in the earlier build `old` into the staged build `new`; those paths.
+
+    Files are hard-linked (copied where the file system has no hard links); a path the new build
+    writes itself is refused, naming it.
+    """
+    paths = user_paths(old)
+    new_files = {a.path for a in artifacts}
+    clashes = [p for p in paths if in_the_way(p, new_files)]
+    if clashes:
+        raise CompileError(
+            f"{old}: the new build writes {_named(clashes)}, which the earlier build did not: files put there by hand? "
+            "Move them out of the folder, then compile again"
+        )
+    for path in paths:
+        _carry(old / path, new / path)
+    return paths
+
+
+def _carry(src: Path, dst: Path) -> None:
+    if src.is_dir() and not src.is_symlink():
+        dst.mkdir(parents=True, exist_ok=True)
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+# --- writing --------------------------------------------------------------------------------------
+
+
+def write_builds(out_dir: Path, builds: dict[str, list[Artifact]], on_warning: Warn | None = None) -> list[Path]:
     """Write each target's artifacts to `out_dir/<target>/`, replacing an earlier build whole.
 
     Everything is written to a temporary folder inside `out_dir` first; only when all files are
     written are the target folders swapped in, and a failed swap restores those already swapped,
-    so a failure never leaves a half-written or mixed build.
+    so a failure never leaves a half-written or mixed build. The build folder is locked meanwhile,
+    and what a user put in a target folder is kept: see the module's docstring. Warnings (kept
+    paths, a kept staging folder) go to `on_warning`.
     """
+    warn = on_warning or (lambda problem: None)
     check_output_dir(out_dir)
-    for target in builds:
-        check_replaceable(out_dir / target)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".ftc-staging-", dir=out_dir))
     except OSError as exc:
         raise CompileError(f"{out_dir}: cannot create the output folder: {exc.strerror or exc}") from None
+    try:
+        with build_lock(out_dir, warn):
+            for target in builds:
+                check_replaceable(out_dir / target)
+            clean_stale_staging(out_dir, warn)
+            return _write_locked(out_dir, builds, warn)
+    except OSError as exc:
+        raise CompileError(f"{out_dir}: writing the build failed: {exc.strerror or exc}; nothing was replaced") from None
+
+
+def _write_locked(out_dir: Path, builds: dict[str, list[Artifact]], warn: Warn) -> list[Path]:
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
     swap = _Swap(staging, out_dir)
     keep_staging = False
     try:
+        kept: dict[str, list[str]] = {}
         for target, artifacts in builds.items():
             stage(staging / target, artifacts)
-        return [swap.put(target) for target in builds]
+            kept[target] = carry_user_paths(out_dir / target, staging / target, artifacts)
+        written = [swap.put(target) for target in builds]
     except BaseException as exc:
         failures = swap.undo()
         keep_staging = bool(failures)  # it holds a previous build that could not be put back
@@ -167,3 +360,7 @@ def write_builds(out_dir: Path, builds: dict[str, list[Artifact]]) -> list[Path]
     finally:
         if not keep_staging:
             shutil.rmtree(staging, ignore_errors=True)
+    for target, paths in kept.items():
+        if paths:
+            warn(_warning(out_dir / target, f"kept {len(paths)} path(s) that ftc did not write: {_named(paths)}"))
+    return written

@@ -49,10 +49,16 @@ def test_same_spec_same_bytes_in_any_working_directory(
 
 
 def test_recompile_replaces_whole_build(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    """A file the earlier build wrote (its manifest lists it) and this one does not is gone; one a user put
+    there is kept (tests/compiler/test_write.py)."""
     spec = write_spec()
     out = tmp_path / "build"
     compile_spec(spec, ["local"], out)
     (out / "local" / "stale.txt").write_text("old")
+    manifest = out / "local" / "manifest.json"
+    body = json.loads(manifest.read_text())
+    body["files"]["stale.txt"] = hashlib.sha256(b"old").hexdigest()
+    manifest.write_text(json.dumps(body))
     compile_spec(spec, ["local"], out)
     assert not (out / "local" / "stale.txt").exists()
     assert [p.name for p in out.iterdir()] == ["local"]  # no staging folders left behind

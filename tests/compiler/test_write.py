@@ -196,3 +196,53 @@ def test_azureml_environment_folder_under_umask_077(write_spec: Callable[..., Pa
     (folder,) = compile_spec(write_spec(), ["azureml"], tmp_path / "build")
     assert stat.S_IMODE((folder / "environment").stat().st_mode) == 0o755
     assert stat.S_IMODE((folder / "environment" / "conda.yaml").stat().st_mode) == 0o644
+
+
+# --- what a user put in a target folder -------------------------------------------------------------
+
+
+def test_recompile_keeps_what_a_user_put_in_a_target_folder(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    """SLURM's job logs (sbatch run in build/slurm), a log folder, an empty one: kept, and the user is told."""
+    spec, out = write_spec(), tmp_path / "build"
+    compile_spec(spec, ["local", "slurm"], out)
+    folder = out / "slurm"
+    (folder / "logs").mkdir()
+    (folder / "logs" / "job-124.err").write_text("err")
+    (folder / "empty").mkdir()
+    write_spec(MINIMAL + "training:\n  seed: 3\n")
+    with (folder / "job-123.out").open("w") as log:  # the job is still running, writing its log
+        log.write("epoch 1\n")
+        log.flush()
+        done = subprocess.run(
+            [sys.executable, "-m", "ftc.cli", "compile", str(spec), "-t", "local", "-t", "slurm", "-o", str(out)],
+            capture_output=True, text=True, cwd=REPO,
+        )  # fmt: skip
+        log.write("epoch 2\n")
+    assert done.returncode == 0, done.stderr
+    assert f"warning: {folder}: kept 3 path(s) that ftc did not write: empty/, job-123.out, logs/job-124.err\n" in done.stderr
+    assert json.loads((folder / "ftc.resolved.json").read_text())["training"]["seed"] == 3  # the new build
+    assert (folder / "job-123.out").read_text() == "epoch 1\nepoch 2\n"  # the same file: what comes later lands too
+    assert (folder / "logs" / "job-124.err").read_text() == "err" and (folder / "empty").is_dir()
+    assert "job-123.out" not in json.loads((folder / "manifest.json").read_text())["files"]
+    assert sorted(p.name for p in out.iterdir()) == ["local", "slurm"]
+
+
+def test_a_user_file_the_new_build_would_overwrite_is_refused(out: Path) -> None:
+    (out / "a" / "notes.txt").write_text("mine")
+    (out / "a" / "environment").write_text("a file where the new build puts a folder")
+    with pytest.raises(CompileError, match=r"a: the new build writes environment, notes.txt, which the earlier build did not"):
+        write_builds(out, {"a": [*build("new a", nested=True), Artifact("notes.txt", b"ftc's")]})
+    assert (out / "a" / "notes.txt").read_text() == "mine" and tree(out / "a")["config.json"] == b"old a"
+
+
+def test_kept_files_are_copied_where_hard_links_fail(out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (out / "a" / "job-1.out").write_text("log")
+
+    def no_links(*args: object, **kwargs: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    warnings: list[object] = []
+    write_builds(out, {"a": build("new a")}, warnings.append)
+    assert (out / "a" / "job-1.out").read_text() == "log" and tree(out / "a")["config.json"] == b"new a"
+    assert [str(w) for w in warnings] == [f"{out / 'a'}: kept 1 path(s) that ftc did not write: job-1.out"]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from ftc.backends.base import Backend, TargetRule
@@ -59,9 +64,73 @@ class LocalBackend(Backend):
         return []
 
     def submit(self, build_dir: Path, args: list[str], address: str | None = None) -> int:
-        """Run run.sh here, with this interpreter unless FTC_PYTHON names another."""
+        """Run run.sh here, with this interpreter unless FTC_PYTHON names another.
+
+        The run has its own process group, and SIGTERM, SIGINT and SIGHUP sent to this process are
+        passed on to it; see `Child.run`.
+        """
         env = {**os.environ, "FTC_PYTHON": os.environ.get("FTC_PYTHON", sys.executable)}
-        return subprocess.call(["bash", str(build_dir / "run.sh"), *args], env=env)
+        return Child().run(["bash", str(build_dir / "run.sh"), *args], env)
+
+
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOP_GRACE_S = 120.0  # how long a signalled run may take to checkpoint and exit before its group is killed
+POLL_S = 0.5
+
+
+class Child:
+    """A command run in its own session, which gets the signals this process gets instead of dying with it."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.signals: list[int] = []
+        self.deadline: float | None = None
+
+    def run(self, command: list[str], env: dict[str, str]) -> int:
+        """Run `command` to its end; its exit code, or 128 + the first signal that stopped it.
+
+        A forwarded signal gives the command STOP_GRACE_S to exit (the runtime checkpoints on the way
+        when preemption is on); then its process group is killed. Whatever is left of the group when
+        the command ends after a signal is killed too.
+        """
+        with self._forwarding():
+            self.proc = subprocess.Popen(command, env=env, start_new_session=True)
+            for signum in self.signals:  # came before the command started
+                self._send(signum)
+            code = self._wait(self.proc)
+        if not self.signals:
+            return code if code >= 0 else 128 - code
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        return 128 + self.signals[0]
+
+    def _forward(self, signum: int, frame: FrameType | None) -> None:
+        self.signals.append(signum)
+        if self.deadline is None:
+            self.deadline = time.monotonic() + STOP_GRACE_S
+        self._send(signum)
+
+    def _send(self, signum: int) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signum)
+
+    def _wait(self, proc: subprocess.Popen[bytes]) -> int:
+        while True:
+            try:
+                return proc.wait(timeout=POLL_S)
+            except subprocess.TimeoutExpired:
+                if self.deadline is not None and time.monotonic() > self.deadline:
+                    self._send(signal.SIGKILL)
+
+    @contextlib.contextmanager
+    def _forwarding(self) -> Iterator[None]:
+        previous = {signum: signal.signal(signum, self._forward) for signum in FORWARDED_SIGNALS}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 BACKEND = LocalBackend

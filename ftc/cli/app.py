@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +42,24 @@ def _fail(error: FtcError) -> typer.Exit:
     return typer.Exit(error.exit_code)
 
 
+@contextlib.contextmanager
+def _signals_end_the_command() -> Iterator[None]:
+    """SIGTERM, SIGINT and SIGHUP end the command with exit code 128 + the signal, its cleanup done.
+
+    The local target's submit installs its own handlers meanwhile, which pass them on to the run.
+    """
+
+    def end(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {signum: signal.signal(signum, end) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"ftc {__version__}")
@@ -68,7 +89,8 @@ def compile(
 ) -> None:
     """Validate SPEC and write each target's artifacts (launcher, ftc.resolved.json, manifest.json).
 
-    Nothing is written unless every target compiles; an earlier build is replaced whole.
+    Nothing is written unless every target compiles; an earlier build is replaced whole, but files put
+    in a target folder by hand (job logs) are kept, and named. One compile at a time writes a folder.
     """
     from ftc.compiler.build import compile_spec
 
@@ -87,13 +109,17 @@ def run(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the trained model, metrics.json and logs.")],
     set_: SetOption = None,
 ) -> None:
-    """Compile SPEC for the local target into a temporary folder and run it here, streaming its output."""
+    """Compile SPEC for the local target into a temporary folder and run it here, streaming its output.
+
+    SIGTERM, SIGINT and SIGHUP are passed on to the run, which stops; ftc then removes the temporary
+    folder and exits with 128 + the signal.
+    """
     import tempfile
 
     from ftc.backends.registry import get_backend
     from ftc.compiler.build import compile_spec
 
-    with tempfile.TemporaryDirectory(prefix="ftc-run-") as build:
+    with _signals_end_the_command(), tempfile.TemporaryDirectory(prefix="ftc-run-") as build:
         try:
             (folder,) = compile_spec(spec, ["local"], build, set_ or [], on_warning=_warn)
         except FtcError as exc:
@@ -235,7 +261,7 @@ def submit(
     from ftc.backends.registry import get_backend
     from ftc.compiler.build import compile_spec
 
-    with tempfile.TemporaryDirectory(prefix="ftc-submit-") as build:
+    with _signals_end_the_command(), tempfile.TemporaryDirectory(prefix="ftc-submit-") as build:
         try:
             (folder,) = compile_spec(spec, [target], build, set_ or [], on_warning=_warn)
             code = get_backend(target).submit(folder, runtime_args or [], address=address)

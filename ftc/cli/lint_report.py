@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ftc.errors import Location, SpecError, UnreadableSpec
-from ftc.spec.rules import SCHEMA_RULE, UNREADABLE_RULE, Finding
+from ftc.spec.rules import SCHEMA_RULE, UNREADABLE_RULE
 from ftc.spec.secrets import mask_secrets
 
 
@@ -38,16 +38,15 @@ def lint_file(path: Path, overrides: list[str], targets: list[str] | None = None
     try:
         resolved = load_resolved(path, overrides)
     except UnreadableSpec as exc:
-        p = exc.problem
-        result.findings.append(LintedFinding(p.location, UNREADABLE_RULE, "error", p.key, p.message))
+        result.findings.append(_masked(exc.problem.location, UNREADABLE_RULE, "error", exc.problem.key, exc.problem.message))
         return result
     except SpecError as exc:
         for p in exc.problems:
-            result.findings.append(LintedFinding(p.location, SCHEMA_RULE, "error", p.key, p.message))
+            result.findings.append(_masked(p.location, SCHEMA_RULE, "error", p.key, p.message))
         return result
     plans = [plan_for(resolved, t, Path(".")) for t in expand_targets(targets or [])]
     for f in findings_for(resolved, plans):
-        result.findings.append(_located(resolved.doc.locate(f.path), f))
+        result.findings.append(_masked(resolved.doc.locate(f.path), f.rule, f.severity, f.key, f.message))
     return result
 
 
@@ -55,9 +54,10 @@ def lint_files(paths: list[Path], overrides: list[str], targets: list[str] | Non
     return [lint_file(p, overrides, targets) for p in paths]
 
 
-def _located(location: Location, f: Finding) -> LintedFinding:
-    """The finding at `location`, with anything token-shaped in its key or message masked."""
-    return LintedFinding(location, f.rule, f.severity, mask_secrets(f.key), mask_secrets(f.message))
+def _masked(location: Location, rule: str, severity: str, key: str, message: str) -> LintedFinding:
+    """A finding at `location` (a `--set` location is masked where it is made), anything token-shaped in
+    its key or message masked."""
+    return LintedFinding(location, rule, severity, mask_secrets(key), mask_secrets(message))
 
 
 def report_text(results: list[FileResult]) -> str:

@@ -24,7 +24,8 @@
   replaces the Trainer's own rotation (which keeps the N most recent plus the best).
 - `last_good_checkpoint` picks the checkpoint to resume from: the newest complete one. A folder
   that is half-written (the Trainer writes trainer_state.json last) or holds a truncated or
-  unreadable file is skipped with a warning naming it and the reason.
+  unreadable file is skipped with a warning naming it and the reason. ftc/runtime/resume.py then
+  checks that it was trained with the run's values (`ftc_run_identity.json`).
 """
 
 from __future__ import annotations

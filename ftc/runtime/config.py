@@ -13,16 +13,19 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
+from ftc.errors import UnreadableSpec
 from ftc.runtime.errors import UsageError
 from ftc.spec.keys import accepted_names, leaf_index
+from ftc.spec.loader import load_value
 from ftc.spec.model import SECTION_ALIASES, SpecBase, spec_model
+from ftc.spec.secrets import looks_like_secret, mask_secrets
 from ftc.spec.sections import LOWER_IS_BETTER
 
 # Keys of the config file that are not spec sections.
@@ -144,6 +147,7 @@ def load_config(config_path: str | Path, overrides: list[Override] | None = None
     cli_keys: set[tuple[str, ...]] = set()
     given: dict[tuple[str, ...], Override] = {}
     for ov in overrides or []:
+        _refuse_literal_secret(ov)
         key = override_path(ov.name)
         _set(params, key, _parse_value(ov.text, key))
         cli_keys.add(key)
@@ -156,6 +160,30 @@ def load_config(config_path: str | Path, overrides: list[Override] | None = None
     base_dir = str(raw.get("base_dir") or ".")
     root = Path(os.path.normpath(path.resolve().parent / base_dir))
     return RunConfig(spec=spec, derived=derived, config_path=path, root=root, cli_keys=cli_keys, cwd=cwd or Path.cwd())
+
+
+def _refuse_literal_secret(ov: Override) -> None:
+    """A token, key or password typed on the command line is refused, as lint rule FTC106 refuses it in a spec."""
+    if looks_like_secret(ov.name) or looks_like_secret(ov.text):
+        raise UsageError(
+            f"{mask_secrets(str(ov))}: looks like a literal token, key or password; put it in an environment "
+            "variable (listed in env.secrets) instead of the command line"
+        )
+
+
+def ensure_output_dir(folder: Path) -> None:
+    """Create the output folder if need be and check that files can be written in it; UsageError if not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except FileExistsError:
+        raise UsageError(f"output_dir: {folder} is a file, not a folder") from None
+    except NotADirectoryError:
+        file = next((p for p in reversed(folder.parents) if p.exists() and not p.is_dir()), folder)
+        raise UsageError(f"output_dir: cannot create {folder}: {file} is a file, not a folder") from None
+    except OSError as exc:
+        raise UsageError(f"output_dir: cannot write in {folder}: {exc.strerror or exc}") from None
 
 
 def override_path(name: str) -> tuple[str, ...]:
@@ -195,9 +223,9 @@ def override_path(name: str) -> tuple[str, ...]:
 
 def _parse_value(text: str, key: tuple[str, ...]) -> Any:
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        value = text
+        value = load_value(text, f"--{'.'.join(key)}") if text.strip() else ""
+    except UnreadableSpec as exc:
+        raise UsageError(str(exc)) from None
     if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
         value = text.strip()  # YAML 1.1 reads no/yes/on/off as booleans: `--evaluation_strategy no`
     if isinstance(value, str) and _is_list_field(key):

@@ -71,14 +71,25 @@ def read_table(path: Path, role: str = "train") -> Table:
             table = _read_parquet(path)
     except DataError:
         raise
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{role} data file {path} is not UTF-8 text: {exc}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{role} data file {_first_non_utf8(path)}: is not UTF-8 text; save it as UTF-8") from None
     except Exception as exc:  # a parser's own error: report it with the file
         raise DataError(f"cannot read {role} data file {path}: {type(exc).__name__}: {exc}") from None
     table.role = role
     if not table.rows:
         raise DataError(f"{role} data file {path} has no rows")
     return table
+
+
+def _first_non_utf8(path: Path) -> str:
+    """`file:line:column (byte 0xNN)` of the first byte of `path` that is not UTF-8 (column counted in bytes)."""
+    with path.open("rb") as f:
+        for number, line in enumerate(f, start=1):  # a newline byte never falls inside a UTF-8 character
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"{path}:{number}:{exc.start + 1} (byte {line[exc.start]:#04x})"
+    return str(path)
 
 
 def _read_json(path: Path) -> Table:

@@ -1,6 +1,6 @@
 """Entry point of the shared runtime: parse the command line, load the config, run the task.
 
-Errors that are the user's to fix (bad data, unknown parameter, missing model) print one line
+Errors that are the user's to fix (bad data, unknown parameter, missing model) print one line, secrets masked,
 to stderr and exit non-zero, without a traceback; anything else is a bug and keeps its traceback.
 """
 
@@ -9,7 +9,9 @@ from __future__ import annotations
 import sys
 
 from ftc.errors import FtcError
-from ftc.runtime.config import USAGE, load_config, parse_args
+from ftc.runtime.config import USAGE, ensure_output_dir, load_config, parse_args
+from ftc.runtime.errors import Stopped
+from ftc.spec.secrets import mask_secrets
 
 PROG = "ftc.runtime"
 
@@ -28,13 +30,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG}: error: --config is required", file=sys.stderr)
             return 2
         cfg = load_config(args.config, args.overrides)
+        ensure_output_dir(cfg.output_dir)  # before the heavy imports and any loading
         from ftc.runtime.trainer import run
 
         run(cfg)
         ok = True
         return 0
     except FtcError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
+        kind = "" if isinstance(exc, Stopped) else "error: "  # "stopped by SIGTERM ...": not the user's mistake
+        print(f"{PROG}: {kind}{mask_secrets(str(exc))}", file=sys.stderr, flush=True)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -42,13 +42,23 @@ NO_LIMIT = 1_000_000
 
 def model_source(cfg: RunConfig) -> str:
     """The model folder (absolute) or hub id."""
-    ref = cfg.model_ref("model", "model_selector_output")
-    assert ref is not None
-    return ref
+    return _source(cfg, "model_selector_output")
 
 
 def tokenizer_source(cfg: RunConfig) -> str:
-    return cfg.model_ref("model", "tokenizer_name") or model_source(cfg)
+    return _source(cfg, "tokenizer_name") if cfg.spec.model.tokenizer_name else model_source(cfg)
+
+
+def _source(cfg: RunConfig, name: str) -> str:
+    """model.`name` as a local folder or hub id; RuntimeUserError for a folder path (absolute, ./, ../, ~)
+    that does not exist, which no hub could serve."""
+    ref = cfg.model_ref("model", name)
+    assert ref is not None
+    value = str(getattr(cfg.spec.model, name))
+    if not os.path.exists(ref) and (os.path.isabs(value) or value.startswith(("./", "../", "~"))):
+        what = "tokenizer" if name == "tokenizer_name" else "model"
+        raise RuntimeUserError(f"{what} folder {cfg.path('model', name)} not found (model.{name})")
+    return ref
 
 
 def _describe(cfg: RunConfig, name: str, ref: str) -> str:

@@ -19,6 +19,9 @@ MLflow's usage telemetry is turned off (MLFLOW_DISABLE_TELEMETRY, unless set): n
 anywhere but the tracking URI. A file store URI sets MLFLOW_ALLOW_FILE_STORE, which MLflow 3
 needs for it. A tracking store that cannot be opened stops the run before training, with the
 URI in the message; an error while logging during training is a warning, and training goes on.
+Database errors are one line (the DB-API message, e.g. SQLite's "database or disk is full"): MLflow's
+own traceback of an error it raises is filtered out. A run that fails, or stops on a signal, is
+marked FAILED or KILLED even when its artifacts cannot be stored.
 
 Weights & Biases (tracking.use_wandb): `wandb.init` with tracking.wandb_config (project, entity,
 job_type, tags, group, notes, mode), the spec as config, files under the output folder; mode
@@ -40,6 +43,7 @@ from transformers import TrainerCallback
 
 from ftc.runtime.config import RunConfig
 from ftc.runtime.errors import RuntimeUserError
+from ftc.spec.secrets import mask_secrets
 
 log = logging.getLogger("ftc.runtime")
 
@@ -128,13 +132,13 @@ class MlflowTracker:
 
         for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..."
             logging.getLogger(name).setLevel(logging.WARNING)
+        _quiet_caught_database_errors()
         try:
             self._start(resume)
         except RuntimeUserError:
             raise
         except Exception as exc:  # MlflowException, sqlalchemy errors, connection errors
-            first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-            raise RuntimeUserError(f"cannot open the MLflow tracking store {self.uri} ({self.source}): {first}") from None
+            raise RuntimeUserError(f"cannot open the MLflow tracking store {self.uri} ({self.source}): {reason(exc)}") from None
         log.info("MLflow tracking: experiment %r, run %s, at %s", self.experiment, self.run_id, self.uri)
 
     def _start(self, resume: bool) -> None:
@@ -173,7 +177,7 @@ class MlflowTracker:
             client.log_batch(self.run_id, params=params[i : i + MAX_PARAMS_TAGS_PER_BATCH])
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / RUN_FILE).write_text(
-            json.dumps({"mlflow_tracking_uri": self.uri, "mlflow_run_id": self.run_id, "experiment": self.experiment}, indent=2)
+            json.dumps({"mlflow_tracking_uri": mask_secrets(self.uri), "mlflow_run_id": self.run_id, "experiment": self.experiment}, indent=2)
             + "\n"
         )
 
@@ -190,7 +194,7 @@ class MlflowTracker:
             saved = json.loads((self.out / RUN_FILE).read_text())
         except (OSError, ValueError):
             return None
-        if saved.get("mlflow_tracking_uri") != self.uri or saved.get("experiment") != self.experiment:
+        if saved.get("mlflow_tracking_uri") != mask_secrets(self.uri) or saved.get("experiment") != self.experiment:
             return None
         run_id = saved.get("mlflow_run_id")
         try:
@@ -214,7 +218,7 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in numbers.items()])
         except Exception as exc:
             self.broken = True
-            log.warning("MLflow logging to %s failed (%s); training goes on without it", self.uri, exc)
+            log.warning("MLflow logging to %s failed (%s); training goes on without it", self.uri, reason(exc))
 
     def finish(self, status: str, artifacts: list[Path]) -> None:
         if self.run_id is None or self.client is None:
@@ -224,10 +228,13 @@ class MlflowTracker:
             for path in artifacts:
                 if path.is_file():
                     self.client.log_artifact(run_id, str(path))
+        except Exception as exc:  # a full disk, say: the run still gets its status
+            log.warning("MLflow: could not store the artifacts of run %s (%s)", run_id, reason(exc))
+        try:
             if self.owned:
                 self.client.set_terminated(run_id, status=status)
         except Exception as exc:
-            log.warning("MLflow: could not finish run %s at %s (%s)", run_id, self.uri, exc)
+            log.warning("MLflow: could not mark run %s %s at %s (%s)", run_id, status, self.uri, reason(exc))
 
 
 class WandbTracker:
@@ -313,6 +320,31 @@ class _TrackingCallback(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
         if logs and state.is_world_process_zero:
             self.tracking.log(logs, state.global_step)
+
+
+def reason(exc: BaseException) -> str:
+    """One line about `exc`: the database's own message of an SQLAlchemy error in its chain, else its first line."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        orig = getattr(cause, "orig", None)  # the DB-API error (sqlite3.OperationalError: database or disk is full)
+        if isinstance(orig, BaseException) and str(orig).strip():
+            return str(orig).strip().splitlines()[0]
+        cause = cause.__cause__
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+class _CaughtDatabaseError(logging.Filter):
+    """MLflow logs a traceback for a database error it then raises; ftc reports the raised error in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SQLAlchemy database error")
+
+
+def _quiet_caught_database_errors() -> None:
+    logger = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _CaughtDatabaseError) for f in logger.filters):
+        logger.addFilter(_CaughtDatabaseError())
 
 
 def _ftc_version() -> str:

@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ftc.runtime import fsdp, preemption, zero
-from ftc.runtime.config import RunConfig
-from ftc.runtime.errors import RuntimeUserError
+from ftc.runtime import disk, fsdp, preemption, zero
+from ftc.runtime.config import RunConfig, ensure_output_dir
+from ftc.runtime.errors import RuntimeUserError, Stopped
 from ftc.runtime.tasks import Prepared, get_task
+from ftc.spec.secrets import mask_secrets
 from ftc.spec.sections import LOWER_IS_BETTER
 
 log = logging.getLogger("ftc.runtime")
@@ -58,17 +59,17 @@ class _Logs:
         self.file: Path | None = None
         self.file_handler: logging.Handler | None = None
         console = logging.StreamHandler(sys.stderr)
-        console.setFormatter(logging.Formatter("[ftc] %(message)s"))
+        console.setFormatter(_MaskedFormatter("[ftc] %(message)s"))
         console.setLevel(logging.INFO if is_main else logging.WARNING)
         self._add(log, console)
         log.setLevel(logging.INFO)
         train_log.setLevel(logging.INFO)
         train_log.propagate = False
         if out_dir is not None and is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
+            ensure_output_dir(out_dir)
             self.file = out_dir / LOG_FILE
-            fh = logging.FileHandler(self.file, encoding="utf-8")
-            fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            fh = _QuietFileHandler(self.file, encoding="utf-8")
+            fh.setFormatter(_MaskedFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             fh.setLevel(logging.INFO)
             self.file_handler = fh
             self._add(log, fh)
@@ -90,6 +91,20 @@ class _Logs:
             logger.removeHandler(handler)
             handler.close()
         self.handlers.clear()
+
+
+class _MaskedFormatter(logging.Formatter):
+    """Formats a record with every token-shaped substring masked: message, arguments and traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_secrets(super().format(record))
+
+
+class _QuietFileHandler(logging.FileHandler):
+    """The log file: a record that cannot be written (a full disk) is dropped, not printed with a traceback."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
 
 
 class _LevelFilterHandler(logging.Handler):
@@ -317,6 +332,7 @@ def make_trainer(
     from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Trainer, TrainerCallback
 
     from ftc.runtime import callbacks as cbs
+    from ftc.runtime.resume import RecordRunIdentity, run_identity
 
     opt, tk = cfg.spec.optimizer, cfg.spec.tracking
     base: Any = Seq2SeqTrainer if prepared.generation else Trainer  # seq2seq: evaluation generates
@@ -376,7 +392,8 @@ def make_trainer(
             if logs and state.is_world_process_zero:
                 train_log.info("step %d: %s", state.global_step, json.dumps(_jsonable(logs)))
 
-    callbacks: list[Any] = [LogToFile(), cbs.ThroughputCallback(throughput)]
+    # every checkpoint records the values it was trained with; resume compares them (ftc/runtime/resume.py)
+    callbacks: list[Any] = [LogToFile(), cbs.ThroughputCallback(throughput), RecordRunIdentity(run_identity(cfg, world_size))]
     if flops is not None:
         callbacks.append(flops)
     if tk.use_profiler:
@@ -448,13 +465,21 @@ def run(cfg: RunConfig) -> dict[str, float]:
     is_main = rank == 0
     out = cfg.output_dir
     logs = _Logs(out, is_main)
+    preempt = preemption.for_run()  # SIGTERM, SIGINT (and SLURM's requeue signal) stop the run from here on
     on_failure: list[Any] = []  # experiment tracking: end its runs when training fails
     status = "FAILED"
     try:
-        metrics = _run(cfg, out, world_size, is_main, on_failure)
+        metrics = _run(cfg, out, world_size, is_main, on_failure, preempt=preempt)
         on_failure.clear()
         return metrics
+    except preemption.Interrupted as exc:  # a stop signal before training started
+        status = "KILLED"
+        stopped = exc.error()
+        logs.to_file(logging.ERROR, str(stopped))
+        raise stopped from None
     except RuntimeUserError as exc:
+        if isinstance(exc, Stopped):
+            status = "KILLED"
         logs.to_file(logging.ERROR, str(exc))  # the console gets it once, from __main__
         raise
     except KeyboardInterrupt:
@@ -464,12 +489,15 @@ def run(cfg: RunConfig) -> dict[str, float]:
         for end in on_failure:
             end(status)
         logs.close()
+        preempt.uninstall()  # last: a signal as the run ends (torchrun stopping the other ranks) does not cut it short
 
 
-def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool, on_failure: list[Any] | None = None) -> dict[str, float]:
+def _run(
+    cfg: RunConfig, out: Path, world_size: int, is_main: bool, on_failure: list[Any] | None = None,
+    *, preempt: preemption.Preemption,
+) -> dict[str, float]:
     started = time.time()
     s = cfg.spec
-    preempt = preemption.from_env()  # SLURM requeue: checkpoint and stop on the signal
     log.info("task %s, model %s, outputs in %s", cfg.task, cfg.spec.model.model_selector_output, out)
     task = get_task(cfg.task)
     cuda = use_cuda(cfg)
@@ -480,10 +508,10 @@ def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool, on_failure: 
 
     resume = None
     if s.checkpointing.resume_from_checkpoint or preemption.restarted():
-        from ftc.runtime.callbacks import last_good_checkpoint
+        from ftc.runtime.resume import checkpoint_to_resume
 
         folder = out / MODEL_FOLDER  # TrainingArguments.output_dir
-        good = last_good_checkpoint(folder)  # a half-written or corrupt checkpoint is skipped, with a warning
+        good = checkpoint_to_resume(cfg, folder, world_size, is_main)  # refuses one trained with other values
         resume = str(good) if good is not None else None
         if resume:
             log.info("resuming from %s", resume)
@@ -523,8 +551,7 @@ def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool, on_failure: 
     args = build_training_arguments(cfg, n_train, has_eval, cuda, world_size, generation=prepared.generation)
     with fsdp.on_cpu_processes(cuda):
         trainer = make_trainer(cfg, prepared, args, per_epoch, out=out, rank=rank_info()[0], world_size=world_size, cuda=cuda)
-    if preempt is not None:
-        trainer.add_callback(preempt.callback())
+    trainer.add_callback(preempt.callback())  # a signal from here on: checkpoint at the end of the step, stop
     total = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs) * per_epoch
     log.info(
         "training on %s: %d rows, %d step(s) (%d per epoch), batch %d x %d process(es) x %d accumulation",
@@ -541,12 +568,18 @@ def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool, on_failure: 
         metrics.update({f"initial_{k}": v for k, v in initial.items() if k != "epoch"})
         _show(prepared, "before training", initial)
 
-    result = trainer.train(resume_from_checkpoint=resume)
-    if preempt is not None and preempt.stopped:
+    checkpoints = Path(args.output_dir)
+    with disk.writing("a checkpoint", checkpoints, out, checkpoints):
+        result = trainer.train(resume_from_checkpoint=resume)
+    if preempt.stopped:  # the checkpoint of the step the signal came in is written
         if tracking is not None:
             tracking.finish("KILLED")
-        preempt.finish()
+        if not preempt.requeue:
+            raise preempt.error(out)  # SIGTERM, SIGINT: exit 128 + the signal
+        preempt.finish()  # SLURM's requeue signal: the marker file tells the job script to requeue
         return {}
+    if preempt.pending is not None:
+        log.info("%s came after the last training step: the run writes its outputs and ends", preempt.pending.name)
     train_metrics = dict(result.metrics)
     _, tokens, _ = trainer.ftc_throughput.totals(reduce=True)  # every process: sums over them
     if tokens and train_metrics.get("train_runtime"):
@@ -562,39 +595,41 @@ def _run(cfg: RunConfig, out: Path, world_size: int, is_main: bool, on_failure: 
         metrics.update(test)
         _show(prepared, "test", test, prefix="test_")
 
-    folder = Path(args.output_dir)
+    folder = checkpoints  # the final model goes next to the checkpoints
     saved = "nothing (checkpointing.save_model is false)"
     if s.checkpointing.save_model:
-        model = trainer.model
-        if trainer.is_fsdp_enabled:  # every rank gathers the shards; rank 0 writes
-            saved = fsdp.save_final_model(trainer, folder)
-        elif is_peft(model) and s.lora.merge_lora_weights:
-            with zero.gathered_parameters(trainer):  # ZeRO-3: every rank gathers the shards, rank 0 merges and writes
-                if trainer.is_world_process_zero():
-                    saved = save_final_model(model, folder, merge=True)
-                    prepared.tokenizer.save_pretrained(str(folder))
-        else:
-            trainer.save_model(str(folder))  # every rank: DeepSpeed gathers; rank 0 writes
-            saved = "adapter" if is_peft(model) else "model"
-        if trainer.is_world_process_zero():
-            info = {"task": cfg.task, "saved": saved, "base_model": model_source(cfg), **prepared.info}
-            (folder / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        with disk.writing("the final model", folder, out, checkpoints, final_model=True):
+            model = trainer.model
+            if trainer.is_fsdp_enabled:  # every rank gathers the shards; rank 0 writes
+                saved = fsdp.save_final_model(trainer, folder)
+            elif is_peft(model) and s.lora.merge_lora_weights:
+                with zero.gathered_parameters(trainer):  # ZeRO-3: every rank gathers the shards, rank 0 merges and writes
+                    if trainer.is_world_process_zero():
+                        saved = save_final_model(model, folder, merge=True)
+                        prepared.tokenizer.save_pretrained(str(folder))
+            else:
+                trainer.save_model(str(folder))  # every rank: DeepSpeed gathers; rank 0 writes
+                saved = "adapter" if is_peft(model) else "model"
+            if trainer.is_world_process_zero():
+                info = {"task": cfg.task, "saved": saved, "base_model": model_source(cfg), **prepared.info}
+                (folder / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
     metrics = {**final, **metrics, **train_metrics}
     metrics = {k: v for k, v in _jsonable(metrics).items() if isinstance(v, (int, float))}
     artifacts: list[Path] = []
     if trainer.is_world_process_zero() and is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        artifacts.append(out / METRICS_FILE)
-        if s.tracking.save_metrics:  # every log record (loss, learning rate, throughput, evaluations) by step
-            (out / STEP_METRICS_FILE).write_text(json.dumps(_jsonable(trainer.state.log_history), indent=2) + "\n")
-            artifacts.append(out / STEP_METRICS_FILE)
-        curves = _training_curves(cfg, prepared, trainer, metrics, n_train, out / outputs.CURVES_FILE)
-        if curves is not None:
-            artifacts.append(curves)
+        with disk.writing(f"{METRICS_FILE} and {outputs.CURVES_FILE}", out, out, checkpoints):
+            (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+            artifacts.append(out / METRICS_FILE)
+            if s.tracking.save_metrics:  # every log record (loss, learning rate, throughput, evaluations) by step
+                (out / STEP_METRICS_FILE).write_text(json.dumps(_jsonable(trainer.state.log_history), indent=2) + "\n")
+                artifacts.append(out / STEP_METRICS_FILE)
+            curves = _training_curves(cfg, prepared, trainer, metrics, n_train, out / outputs.CURVES_FILE)
+            if curves is not None:
+                artifacts.append(curves)
         if s.checkpointing.save_as_mlflow_model:  # after everything else: a LoRA model is merged in place
-            with zero.rank_zero_loading():  # ZeRO-3: rank 0 alone reads the saved model back
+            with zero.rank_zero_loading(), disk.writing("the MLflow model", out / outputs.MLFLOW_FOLDER, out, checkpoints):
                 outputs.save_mlflow_model(
                     cfg.task, trainer, prepared.tokenizer, out, info=prepared.info,
                     saved=saved if s.checkpointing.save_model else "", model_folder=folder if s.checkpointing.save_model else None,

@@ -194,7 +194,9 @@ def _literal_values(ann: Any) -> list[Any] | None:
 
 
 def _is_flag(ann: Any) -> bool:
-    return _unwrap(ann) is bool
+    """A flag, also one that takes a path instead of true (resume_from_checkpoint): true/false in the tables."""
+    inner = _unwrap(ann)
+    return inner is bool or bool in get_args(inner)
 
 
 def _container(ann: Any) -> str | None:

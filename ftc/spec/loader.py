@@ -102,11 +102,11 @@ def parse_spec_text(raw: bytes, label: str) -> SourceDoc:
     try:
         loader = _Loader(text)
     except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
-        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
-        raise UnreadableSpec(Location(label, line, col), f"holds the control character {exc.character:#06x}; YAML forbids it") from None
+        raise _control_character(label, text, exc) from None
     try:
         root = loader.get_single_node()
+    except yaml.reader.ReaderError as exc:  # libyaml reads as it parses: the character is found here
+        raise _control_character(label, text, exc) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Location(label, mark.line + 1, mark.column + 1) if mark else Location(label)
@@ -126,6 +126,51 @@ def parse_spec_text(raw: bytes, label: str) -> SourceDoc:
     converter = _Converter(label, loader)
     data = converter.convert(root, (), 0)
     return SourceDoc(data=data, file=label, sha256=sha, positions=converter.positions)
+
+
+def _control_character(label: str, text: str, exc: yaml.reader.ReaderError) -> UnreadableSpec:
+    """The error for a character YAML forbids (NUL, say), at its line and column."""
+    line = text.count("\n", 0, exc.position) + 1
+    col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+    return UnreadableSpec(Location(label, line, col), f"holds the control character {exc.character:#06x}; YAML forbids it")
+
+
+def load_value(text: str, label: str) -> Any:
+    """`text` read as one YAML value, as `yaml.safe_load` reads it, within a spec's limits on nesting and
+    expansion (`UnreadableSpec` at `label` beyond them); text that is not YAML is returned as it is."""
+    try:
+        loader = yaml.SafeLoader(text)  # refuses control characters here
+    except yaml.YAMLError:
+        return text
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_bounds(node, label)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise UnreadableSpec(Location(label), f"nests deeper than {MAX_DEPTH} levels") from None
+    except yaml.YAMLError:
+        return text
+    finally:
+        loader.dispose()
+
+
+def _check_bounds(root: yaml.Node, label: str) -> None:
+    """Refuse a composed value that nests deeper than MAX_DEPTH or expands (through aliases) past MAX_NODES."""
+    pending = [(root, 1)]  # a value stands under a key: one level down, as in a spec file
+    seen = 0
+    while pending:
+        node, depth = pending.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise UnreadableSpec(Location(label), f"expands to more than {MAX_NODES} values (aliases that multiply?); refused")
+        if depth > MAX_DEPTH:
+            raise UnreadableSpec(Location(label), f"nests deeper than {MAX_DEPTH} levels")
+        if isinstance(node, yaml.SequenceNode):
+            pending += [(item, depth + 1) for item in node.value]
+        elif isinstance(node, yaml.MappingNode):
+            pending += [(part, depth + 1) for pair in node.value for part in pair]
 
 
 def _where(label: str, node: yaml.Node) -> Location:

@@ -2,36 +2,46 @@
 
 from __future__ import annotations
 
-import yaml
-
-from ftc.errors import Location, Problem, SpecError
+from ftc.errors import Location, Problem, SpecError, UnreadableSpec
 from ftc.spec.keys import accepted_names, model_at, split_override_key, suggest
-from ftc.spec.loader import SourceDoc
+from ftc.spec.loader import SourceDoc, load_value
 from ftc.spec.model import SCALAR_SHORTHANDS, SECTION_ALIASES
+from ftc.spec.secrets import mask_secrets
+
+# Longest `--set KEY=VALUE` shown as a location; a longer one ends in "...".
+MAX_LOCATION = 120
 
 
 def apply_overrides(doc: SourceDoc, overrides: list[str]) -> None:
     """Set each `key=value` into `doc` (value parsed as YAML); `SpecError` for unknown keys or bad syntax."""
     problems = []
     for item in overrides:
-        where = Location(f"--set {item}")
+        where = override_location(item)
         key, sep, text = item.partition("=")
         if not sep or not key:
-            problems.append(Problem(where, key, "expected KEY=VALUE, e.g. --set training.num_train_epochs=3"))
+            problems.append(Problem(where, mask_secrets(key), "expected KEY=VALUE, e.g. --set training.num_train_epochs=3"))
             continue
         path = split_override_key(key.strip())
         unknown = _first_unknown(path)
         if unknown is not None:
             hint = suggest(path[: unknown + 1])
-            problems.append(Problem(where, ".".join(path[: unknown + 1]), "unknown key" + (f"; {hint}" if hint else "")))
+            name = mask_secrets(".".join(path[: unknown + 1]))
+            problems.append(Problem(where, name, "unknown key" + (f"; {hint}" if hint else "")))
             continue
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
-            value = text
+            value = load_value(text, str(where)) if text.strip() else ""
+        except UnreadableSpec as exc:
+            problems.append(Problem(where, mask_secrets(".".join(path)), exc.problem.message))
+            continue
         _set(doc, path, value, where)
     if problems:
         raise SpecError(problems)
+
+
+def override_location(item: str) -> Location:
+    """`--set KEY=VALUE` as a location: secrets masked, a long value cut short."""
+    text = mask_secrets(f"--set {item}")
+    return Location(text if len(text) <= MAX_LOCATION else text[: MAX_LOCATION - 3] + "...")
 
 
 def _first_unknown(path: tuple[str, ...]) -> int | None:

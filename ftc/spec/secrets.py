@@ -17,8 +17,9 @@ _TOKEN_PATTERNS = (
     r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}",  # JWT
     r"(?<![0-9a-f])[0-9a-f]{40}(?![0-9a-f])",  # W&B API key (40 hex)
     r"(?:[Aa]ccount[Kk]ey|SharedAccessSignature|sig)=[A-Za-z0-9%+/=]{20,}",  # Azure storage
-    # user:password in a URL (scheme://user:password@host); a ${VAR} password is a reference, not a secret
-    r"(?<=://)[^/\s:@]+:(?!\$)[^/\s@]+(?=@)",
+    # user:password in a URL (scheme://user:password@host, up to the last @ before the path, as URL parsers
+    # read it); a ${VAR} password is a reference, not a secret
+    r"(?<=://)[^/\s:@]+:(?!\$)[^/\s]+(?=@)",
     # a PEM private key, its whole block when it is complete
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)",
 )

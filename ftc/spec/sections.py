@@ -8,7 +8,7 @@ parameter can also be named by its leaf alone (`--set learning_rate=1e-4`, runti
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
@@ -45,6 +45,23 @@ Precision = Annotated[
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 EnvValue = Annotated[str, BeforeValidator(lambda v: str(v).lower() if isinstance(v, bool) else as_text(v))]
 DeepSpeedStage = Annotated[Literal["2", "3"], BeforeValidator(as_text), WithJsonSchema({"enum": ["2", "3", 2, 3]})]
+
+
+def _flag_or_path(value: Any) -> Any:
+    """true/false (YAML or the Azure ML text "true"/"false", any case), or other text: a path."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        return text.lower() == "true" if text.lower() in ("true", "false") else text
+    raise ValueError("expected true, false or the path of a checkpoint folder")
+
+
+FlagOrPath = Annotated[
+    bool | str,
+    BeforeValidator(_flag_or_path),
+    WithJsonSchema({"anyOf": [{"type": "boolean"}, {"type": "string", "minLength": 1}]}),
+]
 
 
 class ModelSection(Section):
@@ -404,11 +421,18 @@ class CheckpointingSection(Section):
         "Folder for pytorch_model_folder, metrics.json and logs, relative to the spec file. `ftc run --output` "
         "and the launchers' --output_dir override it.",
     )
-    resume_from_checkpoint: Flag = param(
+    resume_from_checkpoint: FlagOrPath = param(
         False,
         "If true, resumes the training from last saved checkpoint. Along with loading the saved weights, saved "
-        "optimizer, scheduler and random states will be loaded if exist.",
+        "optimizer, scheduler and random states will be loaded if exist. A checkpoint folder (checkpoint-<step>) "
+        "instead of true resumes from that checkpoint. A checkpoint trained with other values (learning rate, "
+        "max_steps, data, ...) is refused unless resume_ignore_config_change is true.",
         group=TRAIN,
+    )
+    resume_ignore_config_change: Flag = param(
+        False,
+        "If set to true, resumes from a checkpoint that was trained with other values than this run's (for "
+        "example a longer max_steps), with a warning that lists them. A checkpoint at or past max_steps is refused even then.",
     )
     save_total_limit: int = param(
         -1,

@@ -70,6 +70,26 @@ def test_bad_json_line_is_located(tmp_path: Path) -> None:
         read_table(path)
 
 
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("t.jsonl", b'{"text": "a", "label": 1}\n{"text": "caf\xe9", "label": 2}\n'),
+        ("t.json", b'[{"text": "a", "label": 1},\n {"text": "caf\xe9", "label": 2}]\n'),
+        ("t.csv", b"text,label\na,1\ncaf\xe9,2\n"),
+        ("t.tsv", b"text\tlabel\na\t1\ncaf\xe9\t2\n"),
+    ],
+    ids=["jsonl", "json", "csv", "tsv"],
+)
+def test_text_that_is_not_utf8_is_located_by_line(tmp_path: Path, name: str, content: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    line = 3 if name.endswith("sv") else 2
+    column = content.splitlines()[line - 1].index(b"\xe9") + 1
+    with pytest.raises(DataError) as err:
+        read_table(path, "validation")
+    assert str(err.value) == f"validation data file {path}:{line}:{column} (byte 0xe9): is not UTF-8 text; save it as UTF-8"
+
+
 def test_unknown_format(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="unknown format '.txt'"):
         read_table(write(tmp_path / "t.txt", "hello"))

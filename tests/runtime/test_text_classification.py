@@ -168,7 +168,8 @@ def test_resume_from_checkpoint(compile_config, project: Path, run_inprocess) ->
     code, _, err = run_inprocess(config, "--max_steps", "4", *steps)
     assert code == 0, err
     assert (project / "out" / "pytorch_model_folder" / "checkpoint-4").is_dir()
-    code, _, err = run_inprocess(config, "--max_steps", "6", *steps, "--resume_from_checkpoint", "true")
+    # a longer run than the checkpoint's: resumed on purpose (without the flag, refused: test_resume_identity.py)
+    code, _, err = run_inprocess(config, "--max_steps", "6", *steps, "--resume_from_checkpoint", "true", "--resume_ignore_config_change", "true")
     assert code == 0, err
     assert "resuming from" in err and "checkpoint-4" in err
     state = json.loads((project / "out" / "pytorch_model_folder" / "checkpoint-6" / "trainer_state.json").read_text())

@@ -129,7 +129,8 @@ def _corrupt_optimizer(ckpt: Path) -> str:
 @pytest.mark.parametrize("corrupt", [_corrupt_truncated, _corrupt_half_written, _corrupt_optimizer])
 def test_a_broken_checkpoint_is_skipped_for_the_previous_one(compile_config, project: Path, run_inprocess, next_run, corrupt) -> None:
     config = compile_config()
-    code, _, err = run_inprocess(config, "--max_steps", "8", *EVERY_4)
+    next_run(_stop_at(8))
+    code, _, err = run_inprocess(config, "--max_steps", "12", *EVERY_4)
     assert code == 0, err
     folder = project / "out" / "pytorch_model_folder"
     assert _checkpoint_steps(folder) == [4, 8]

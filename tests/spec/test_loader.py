@@ -11,8 +11,9 @@ from typing import Any, Self
 
 import pytest
 
-from ftc.errors import UnreadableSpec
-from ftc.spec.loader import MAX_BYTES, load_spec_file, parse_spec_text
+from ftc.compiler.build import load_resolved
+from ftc.errors import SpecError, UnreadableSpec
+from ftc.spec.loader import MAX_BYTES, MAX_DEPTH, load_spec_file, load_value, parse_spec_text
 
 
 def test_positions_of_nested_keys() -> None:
@@ -40,6 +41,8 @@ def test_digest_is_of_the_bytes() -> None:
         (b"a: \xff\xfe\n", "s.yaml:1:4", "not UTF-8"),
         (b"? [a, b]\n: 1\n", "s.yaml:1:3", "plain names"),
         (b"a: 1\n---\nb: 2\n", "s.yaml:2:1", "single document"),
+        (b"task: x\nmodel: a\x00b\n", "s.yaml:2:9", "control character 0x0000"),
+        (b"task: x\nmodel: 'a\x00b'\n", "s.yaml:2:10", "control character 0x0000"),
     ],
 )
 def test_broken_documents(text: bytes, where: str, words: str) -> None:
@@ -156,3 +159,42 @@ def test_dates_stay_text() -> None:
 def test_only_true_and_false_are_booleans() -> None:
     doc = parse_spec_text(b"a: no\nb: yes\nc: true\nd: False\ne: off\nf: 4:00:00\ng: 1:30\nh: 90\n", "b.yaml")
     assert doc.data == {"a": "no", "b": "yes", "c": True, "d": False, "e": "off", "f": "4:00:00", "g": "1:30", "h": 90}
+
+
+def test_broken_documents_are_reported_on_one_line() -> None:
+    with pytest.raises(UnreadableSpec) as info:
+        parse_spec_text(b"task: x\nmodel: a\x00b\n", "s.yaml")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("3", 3), ("[a, {b: 1}]", ["a", {"b": 1}]), ("a: b: c", "a: b: c"), ("[unclosed", "[unclosed"), ("no", False),
+     ("\x80", "\x80"), ("a\x00b", "a\x00b")],  # characters YAML refuses: the text as it is
+)
+def test_a_value_is_read_as_yaml_safe_load_reads_it(text: str, value: Any) -> None:
+    assert load_value(text, "--set x") == value
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 3000])
+def test_a_deep_value_is_refused_like_a_deep_file(depth: int) -> None:
+    assert load_value("[" * MAX_DEPTH + "]" * MAX_DEPTH, "--set x")
+    with pytest.raises(UnreadableSpec, match=f"--set x: nests deeper than {MAX_DEPTH} levels"):
+        load_value("[" * depth + "]" * depth, "--set x")
+
+
+def test_a_value_that_multiplies_through_aliases_is_refused() -> None:
+    levels = ["&a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    with pytest.raises(UnreadableSpec, match="expands to more than"):
+        load_value("[" + ", ".join(levels) + "]", "--set x")
+
+
+def test_a_deep_set_value_is_a_spec_error_at_a_short_location(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("task: text_classification\nmodel: ./m\ndata:\n  train_file_path: t.jsonl\n")
+    with pytest.raises(SpecError) as info:
+        load_resolved(spec, ["description=" + "[" * 3000 + "]" * 3000])
+    (problem,) = info.value.problems
+    assert problem.message == f"nests deeper than {MAX_DEPTH} levels" and problem.key == "description"
+    assert str(problem.location).startswith("--set description=[[[") and len(str(problem.location)) <= 120

@@ -64,6 +64,10 @@ def test_masking_keeps_the_rest_of_a_url() -> None:
     assert mask_secrets("https://deploy:Tr0ub4dor3@git.example.com/repo") == "https://***@git.example.com/repo"
 
 
+def test_a_url_password_with_an_at_sign_is_masked_whole() -> None:
+    assert mask_secrets("http://u:Tr0ub@dor3@127.0.0.1:9/ and a@b") == "http://***@127.0.0.1:9/ and a@b"
+
+
 @pytest.mark.parametrize("token", TOKENS)
 def test_a_token_in_a_spec_never_reaches_output(token: str, write_spec: Callable[..., Path], tmp_path: Path) -> None:
     spec = write_spec(MINIMAL + f"description: 'uses {token}'\nenv:\n  vars:\n    API: '{token}'\n")

@@ -8,6 +8,18 @@ allocation. With `requeue`, the job asks SLURM for a signal before its time limi
 processes write a checkpoint and stop (ftc/runtime/preemption.py), and the script requeues the
 job, which resumes from that checkpoint.
 
+Requests come from the build's Job (ftc/compiler/plan.py). On slurm `resources.device: auto` means
+one GPU per process: `--gpus-per-node` = processes_per_node (`TYPE:N` with resources.accelerator_type,
+or a `--constraint` feature with `accelerator_request: constraint`), `--cpus-per-task` = 8 CPUs per
+process and `--mem` = 32G per GPU unless resources.cpus_per_process / resources.memory say otherwise;
+the runtime config says `device: gpu`, so a job on a node without CUDA stops with a clear error.
+`device: cpu` asks for no GPU (1 CPU per process unless set, the cluster's default memory).
+`targets.slurm.time`, partition, account and qos are written when set.
+
+Check mode: `FTC_CHECK=rendezvous sbatch job.sbatch` runs the job up to the rendezvous only: every
+process joins the process group (gloo), all-reduces, prints its rank, the world size,
+CUDA_VISIBLE_DEVICES and SLURM_GPUS_ON_NODE, and exits 0 without loading data or a model.
+
 `ftc submit SPEC --target slurm [--address CLUSTER]` runs `sbatch --parsable` (with `--clusters`)
 and prints the job id. The job needs the build folder while it runs: a build in the temporary
 folder (where `ftc submit` compiles) is first copied to `<spec folder>/.ftc-slurm/`.
@@ -146,9 +158,14 @@ class SlurmOptions(Section):
     )
     gpus_per_node: int | None = param(
         None,
-        "GPUs per node (#SBATCH --gpus-per-node). Default: resources.processes_per_node when resources.device is "
-        "gpu, else 0 (no GPU requested).",
+        "GPUs per node (#SBATCH --gpus-per-node). Default: resources.processes_per_node, one GPU per process, when "
+        "resources.device is auto or gpu; 0 (no GPU requested) when it is cpu.",
         ge=0,
+    )
+    accelerator_request: Literal["gres", "constraint"] = param(
+        "gres",
+        "How resources.accelerator_type is asked for: gres, as the GPU type of --gpus-per-node=TYPE:N (the Type "
+        "of the cluster's gres.conf); constraint, as a node feature (--constraint=TYPE, joined to constraint with &).",
     )
     exclusive: Flag = param(False, "Ask for whole nodes, shared with no other job (#SBATCH --exclusive).")
     output: OneLine = param(
@@ -219,41 +236,50 @@ def sbatch_word(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def gpus_per_node(plan: Plan) -> int:
-    options: SlurmOptions = plan.options  # type: ignore[assignment]
-    if options.gpus_per_node is not None:
-        return options.gpus_per_node
-    res = plan.spec.resources
-    return res.processes_per_node if res.device == "gpu" else 0
+def gpu_request(plan: Plan) -> str | None:
+    """The value of --gpus-per-node: N, or TYPE:N with the accelerator type as the gres type; None: no GPU."""
+    o: SlurmOptions = plan.options  # type: ignore[assignment]
+    job = plan.job
+    if job.gpus_per_node == 0:
+        return None
+    if job.accelerator_type and o.accelerator_request == "gres":
+        return f"{job.accelerator_type}:{job.gpus_per_node}"
+    return str(job.gpus_per_node)
 
 
-def cpus_per_task(plan: Plan) -> int:
-    """One task per node runs all of the node's processes: it gets all of their CPUs."""
-    res = plan.spec.resources
-    return (res.cpus_per_process or 1) * res.processes_per_node
+def constraint(plan: Plan) -> str | None:
+    """targets.slurm.constraint, with the accelerator type as a node feature when it is asked for that way."""
+    o: SlurmOptions = plan.options  # type: ignore[assignment]
+    accelerator = plan.job.accelerator_type if plan.job.gpus_per_node and o.accelerator_request == "constraint" else None
+    if accelerator is None or o.constraint is None:
+        return accelerator or o.constraint
+    return f"{accelerator}&({o.constraint})" if "|" in o.constraint else f"{accelerator}&{o.constraint}"
 
 
 def directives(plan: Plan) -> list[str]:
-    """The #SBATCH options, in order, each as it is written after `#SBATCH `."""
+    """The #SBATCH options, in order, each as it is written after `#SBATCH `: the Job's requests, then the options."""
     o: SlurmOptions = plan.options  # type: ignore[assignment]
-    res = plan.spec.resources
+    job = plan.job
     lines = [
         f"--job-name={sbatch_word(plan.name)}",
-        f"--nodes={res.nodes}",
+        f"--nodes={job.nodes}",
         "--ntasks-per-node=1",
-        f"--cpus-per-task={cpus_per_task(plan)}",
+        f"--cpus-per-task={job.cpus_per_node}",  # one task per node runs all of the node's processes
     ]
-    gpus = gpus_per_node(plan)
-    if gpus > 0:
-        lines.append(f"--gpus-per-node={gpus}")
-    if res.memory:
-        lines.append(f"--mem={res.memory}")
-    if o.time:
-        lines.append(f"--time={o.time}")
-    for option in ("partition", "account", "qos", "constraint"):
+    gpus = gpu_request(plan)
+    if gpus:
+        lines.append(f"--gpus-per-node={sbatch_word(gpus)}")
+    if job.memory_per_node:
+        lines.append(f"--mem={job.memory_per_node}")
+    if job.time_limit:
+        lines.append(f"--time={job.time_limit}")
+    for option in ("partition", "account", "qos"):
         value = getattr(o, option)
         if value:
             lines.append(f"--{option}={sbatch_word(value)}")
+    features = constraint(plan)
+    if features:
+        lines.append(f"--constraint={sbatch_word(features)}")
     lines.append(f"--output={sbatch_word(o.output)}")
     if o.error:
         lines.append(f"--error={sbatch_word(o.error)}")
@@ -261,7 +287,7 @@ def directives(plan: Plan) -> list[str]:
         lines.append("--exclusive")
     if o.requeue:
         lines += ["--requeue", f"--signal=B:{o.signal}@{o.signal_seconds}", "--open-mode=append"]
-    lines.append("--export=" + ",".join(["ALL", *plan.spec.env.secrets]))
+    lines.append("--export=" + ",".join(["ALL", *job.secrets]))
     lines += list(o.extra_directives)
     return lines
 
@@ -272,7 +298,11 @@ class SlurmBackend(Backend):
     Options = SlurmOptions
     rules = (
         TargetRule("FTC301", "error", "GPUs on a CPU run", "gpus_per_node asks for GPUs but resources.device is cpu."),
-        TargetRule("FTC302", "error", "GPU run without GPUs", "resources.device gpu needs gpus_per_node above 0."),
+        TargetRule(
+            "FTC302", "error", "GPU run without GPUs",
+            "resources.device gpu or auto (one GPU per process on slurm) needs gpus_per_node above 0; a CPU job says "
+            "device: cpu.",
+        ),
         TargetRule(
             "FTC303", "error/warning", "processes per node unlike GPUs per node",
             "An error when processes_per_node is larger than gpus_per_node (processes would share GPUs), a warning "
@@ -293,28 +323,32 @@ class SlurmBackend(Backend):
             "venv and conda_env are activated on the host and do not reach the container of container_image.",
         ),
         TargetRule("FTC309", "warning", "mounts without a container", "container_mounts apply only with container_image."),
+        TargetRule(
+            "FTC310", "warning", "accelerator type on a CPU run",
+            "resources.accelerator_type is not requested when the job asks for no GPU (resources.device cpu).",
+        ),
     )
 
     def variables(self, plan: Plan) -> dict[str, Any]:
         o: SlurmOptions = plan.options  # type: ignore[assignment]
-        res = plan.spec.resources
-        runtime = plan.runtime_args()
+        job = plan.job
+        runtime = list(job.runtime_args)
         return {
             "generated_by": plan.generated_by,
             "name": plan.name,
             "directives": directives(plan),
-            "nodes": res.nodes,
-            "nproc": res.processes_per_node,
-            "gpus_per_node": gpus_per_node(plan),
-            "cpus_per_task": cpus_per_task(plan),
+            "nodes": job.nodes,
+            "nproc": job.processes_per_node,
+            "gpus_per_node": job.gpus_per_node,
+            "cpus_per_task": job.cpus_per_node,
             "python": o.python,
             "modules": list(o.modules),
             "venv": o.venv,
             "conda_env": o.conda_env,
-            "container_image": o.container_image,
+            "container_image": job.container_image,
             "container_mounts": ",".join(o.container_mounts),
-            "env_vars": sorted(plan.spec.env.vars.items()),
-            "secrets": list(plan.spec.env.secrets),
+            "env_vars": list(job.env),
+            "secrets": list(job.secrets),
             "base_dir": plan.config["base_dir"],
             "runtime_args": runtime[:-1],
             "config_name": runtime[-1],
@@ -327,12 +361,12 @@ class SlurmBackend(Backend):
 
     def check(self, plan: Plan) -> list[Finding]:
         o: SlurmOptions = plan.options  # type: ignore[assignment]
-        spec = plan.spec
-        res = spec.resources
+        res = plan.spec.resources
+        job = plan.job
         key = ("targets", "slurm")
         found: list[Finding] = []
-        gpus = gpus_per_node(plan)
-        if gpus > 0 and res.device == "cpu":
+        gpus = job.gpus_per_node
+        if gpus > 0 and job.device == "cpu":
             found.append(
                 Finding.error(
                     "FTC301", (*key, "gpus_per_node"),
@@ -340,15 +374,22 @@ class SlurmBackend(Backend):
                     "or gpus_per_node: 0",
                 )
             )
-        if res.device == "gpu" and gpus == 0:
+        if job.device == "gpu" and gpus == 0:
             found.append(
                 Finding.error(
                     "FTC302", (*key, "gpus_per_node"),
-                    "is 0 but resources.device is gpu: the job would get no GPU; remove gpus_per_node or set it to "
-                    "resources.processes_per_node",
+                    f"is 0 but resources.device is {res.device} (one GPU per process on slurm): the job would get no "
+                    "GPU; set resources.device: cpu for a CPU job, or remove gpus_per_node",
                 )
             )
-        if gpus > 0 and res.device != "cpu" and res.processes_per_node != gpus:
+        if job.accelerator_type and job.device == "cpu":
+            found.append(
+                Finding.warning(
+                    "FTC310", ("resources", "accelerator_type"),
+                    "is not requested: resources.device is cpu, so the job asks for no GPU",
+                )
+            )
+        if gpus > 0 and job.device == "gpu" and res.processes_per_node != gpus:
             if res.processes_per_node > gpus:
                 found.append(
                     Finding.error(

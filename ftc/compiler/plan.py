@@ -1,9 +1,9 @@
-"""The target-independent plan a backend turns into template variables."""
+"""The target-independent plan a backend turns into template variables, and the Job it runs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -13,15 +13,56 @@ from ftc.spec.model import SpecBase
 
 RUNTIME_MODULE = "ftc.runtime"
 
+# Targets that run on a cluster: there `resources.device: auto` means one GPU per process.
+CLUSTER_TARGETS = frozenset({"slurm", "ray", "azureml"})
+# Targets whose artifacts render from the Job; their runtime config carries the Job's device, so a GPU job
+# that lands on a node without CUDA stops with a clear error. (ray and azureml still compute their own requests.)
+RENDERED_FROM_JOB = frozenset({"slurm"})
+
+# Defaults of a GPU job's requests, per GPU of a node, where the spec sets none (documented in docs/targets/).
+CPUS_PER_GPU = 8
+MEMORY_PER_GPU_GB = 32
+
+Device = Literal["auto", "cpu", "gpu"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one build runs and what it asks its scheduler for; backends render their requests from it.
+
+    `device` is "gpu" or "cpu" on a cluster target; "auto" only where the runtime decides (the local target).
+    A target option overrides the spec where the target has one: `gpus_per_node`, `time` and
+    `container_image` (see `job_for`).
+    """
+
+    runtime_args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    secrets: tuple[str, ...]
+    nodes: int
+    processes_per_node: int
+    device: Device
+    gpus_per_node: int
+    accelerator_type: str | None
+    cpus_per_node: int
+    memory_per_node: str | None
+    time_limit: str | None
+    container_image: str | None
+    output_dir: str
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.processes_per_node
+
 
 @dataclass(frozen=True)
 class Plan:
-    """Everything a backend needs: the resolved spec, its target options and the runtime's config."""
+    """Everything a backend needs: the resolved spec, its target options, the runtime's config and the Job."""
 
     resolved: Resolved
     target: str
     options: BaseModel
     config: dict[str, Any]
+    job: Job
 
     @property
     def spec(self) -> SpecBase:
@@ -43,10 +84,53 @@ class Plan:
 
     def runtime_args(self, config_path: str = CONFIG_NAME) -> list[str]:
         """Arguments after the Python interpreter that start the shared runtime."""
-        return ["-m", RUNTIME_MODULE, "--config", config_path]
+        return runtime_args(config_path)
+
+
+def runtime_args(config_path: str = CONFIG_NAME) -> list[str]:
+    """Arguments after the Python interpreter that start the shared runtime."""
+    return ["-m", RUNTIME_MODULE, "--config", config_path]
+
+
+def job_device(spec: SpecBase, target: str) -> Device:
+    """resources.device on `target`: auto is a GPU on a cluster target, decided at run time on the local one."""
+    device = spec.resources.device
+    if device == "auto" and target in CLUSTER_TARGETS:
+        return "gpu"
+    return device
+
+
+def job_for(spec: SpecBase, target: str, options: BaseModel) -> Job:
+    """The Job of `spec` on `target`, its options overriding the spec's requests where they have them."""
+    res = spec.resources
+    device = job_device(spec, target)
+    gpus = getattr(options, "gpus_per_node", None)
+    if gpus is None:
+        gpus = res.processes_per_node if device == "gpu" else 0
+    cpus_per_process = res.cpus_per_process or (CPUS_PER_GPU if device == "gpu" else 1)
+    memory = res.memory or (f"{MEMORY_PER_GPU_GB * gpus}G" if device == "gpu" and gpus > 0 else None)
+    return Job(
+        runtime_args=tuple(runtime_args()),
+        env=tuple(sorted(spec.env.vars.items())),
+        secrets=tuple(spec.env.secrets),
+        nodes=res.nodes,
+        processes_per_node=res.processes_per_node,
+        device=device,
+        gpus_per_node=gpus,
+        accelerator_type=res.accelerator_type,
+        cpus_per_node=cpus_per_process * res.processes_per_node,
+        memory_per_node=memory,
+        time_limit=getattr(options, "time", None),
+        container_image=getattr(options, "container_image", None),
+        output_dir=spec.checkpointing.output_dir,
+    )
 
 
 def build_plan(resolved: Resolved, target: str, base_dir: str) -> Plan:
     """The plan for one target; `base_dir` is the spec folder relative to the target's output folder."""
     options = getattr(resolved.spec.targets, target)  # type: ignore[attr-defined]
-    return Plan(resolved=resolved, target=target, options=options, config=resolved.runtime_config(base_dir))
+    job = job_for(resolved.spec, target, options)
+    config = resolved.runtime_config(base_dir)
+    if target in RENDERED_FROM_JOB:
+        config["resources"]["device"] = job.device  # what the job asked for: the runtime refuses a node without it
+    return Plan(resolved=resolved, target=target, options=options, config=config, job=job)

@@ -17,9 +17,15 @@ from ftc.spec.fields import meta_of, names_of
 from ftc.spec.model import SECTION_ALIASES
 from ftc.spec.loader import SourceDoc
 from ftc.spec.model import SpecBase
-from ftc.spec.sections import LOWER_IS_BETTER
+from ftc.spec.sections import LLM_TASKS, LOWER_IS_BETTER
 
 CONFIG_NAME = "ftc.resolved.json"
+# What a default means beyond its value, shown by `ftc explain` next to its source.
+DEFAULT_NOTES = {"precision.precision": "bf16 on GPUs that have it, else fp16; 32-bit on CPU; decided at run time"}
+TASK_DEFAULT_NOTES = {
+    "data.max_seq_length": "or the model's maximum when smaller",
+    "optimizer.optim": "adamw_torch_fused on CUDA GPUs",
+}
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ def resolve(spec: SpecBase, doc: SourceDoc) -> Resolved:
     sources: dict[str, str] = {}
     _apply_task_defaults(spec, doc, sources)
     _apply_llama_recipes_precision(spec, sources)
+    llm_derived = _apply_llm_defaults(spec, sources)
     res, ev = spec.resources, spec.evaluation
     if res.num_devices is not None and "processes_per_node" not in res.model_fields_set:
         res.processes_per_node = res.num_devices // res.nodes
@@ -74,6 +81,7 @@ def resolve(spec: SpecBase, doc: SourceDoc) -> Resolved:
         "epochs_from_min_update_steps": tr.min_update_steps is not None
         and "num_train_epochs" not in tr.model_fields_set,
         "metric_greater_is_better": ev.metric_for_best_model not in LOWER_IS_BETTER,
+        **llm_derived,
     }
     return Resolved(spec=spec, doc=doc, sources=sources, derived=derived)
 
@@ -93,9 +101,13 @@ def _apply_task_defaults(spec: SpecBase, doc: SourceDoc, sources: dict[str, str]
             task_defaults = meta_of(field_info).get("task_defaults", {})
             if spec.task in task_defaults:
                 setattr(section, name, task_defaults[spec.task])
-                sources[key] = f"default for task {spec.task}"
+                sources[key] = _noted(f"default for task {spec.task}", TASK_DEFAULT_NOTES.get(key))
             else:
-                sources[key] = "default"
+                sources[key] = _noted("default", DEFAULT_NOTES.get(key))
+
+
+def _noted(source: str, note: str | None) -> str:
+    return f"{source} ({note})" if note else source
 
 
 def _apply_llama_recipes_precision(spec: SpecBase, sources: dict[str, str]) -> None:
@@ -109,6 +121,27 @@ def _apply_llama_recipes_precision(spec: SpecBase, sources: dict[str, str]) -> N
     elif p.mixed_precision:
         p.precision = "bf16"
         sources["precision.precision"] = "derived from precision.mixed_precision"
+    elif p.mixed_precision is False:  # given as false: llama-recipes trains in 32-bit
+        p.precision = "32"
+        sources["precision.precision"] = "derived from precision.mixed_precision: false"
+
+
+def _apply_llm_defaults(spec: SpecBase, sources: dict[str, str]) -> dict[str, bool]:
+    """causal_lm: evaluation batch = training batch unless given; the fused optimizer on CUDA unless chosen.
+
+    Returns the derived flags that let the runtime apply them (it knows the device, and the
+    command line may change the training batch)."""
+    if spec.task not in LLM_TASKS:
+        return {}
+    derived = {"optim_fused_on_cuda": sources["optimizer.optim"].startswith("default")}
+    tr = spec.training
+    if sources["training.per_device_eval_batch_size"] == "default":
+        tr.per_device_eval_batch_size = tr.per_device_train_batch_size
+        sources["training.per_device_eval_batch_size"] = (
+            f"default for task {spec.task} (= training.per_device_train_batch_size)"
+        )
+        derived["eval_batch_from_train"] = True
+    return derived
 
 
 def _position(doc: SourceDoc, section: str, names: tuple[str, ...]) -> Location:

@@ -271,8 +271,14 @@ def _derive(spec: SpecBase, derived: dict[str, Any], cli_keys: set[tuple[str, ..
     if ("precision", "precision") not in cli_keys:
         if ("precision", "use_fp16") in cli_keys and p.use_fp16:
             p.precision = "fp16"
-        elif ("precision", "mixed_precision") in cli_keys and p.mixed_precision:
-            p.precision = "bf16"
+        elif ("precision", "mixed_precision") in cli_keys and p.mixed_precision is not None:
+            p.precision = "bf16" if p.mixed_precision else "32"
+    if ("optimizer", "optim") in cli_keys:
+        derived["optim_fused_on_cuda"] = False
+    if ("training", "per_device_eval_batch_size") in cli_keys:
+        derived["eval_batch_from_train"] = False
+    elif derived.get("eval_batch_from_train"):  # causal_lm: the evaluation batch follows the training batch
+        tr.per_device_eval_batch_size = tr.per_device_train_batch_size
     derived["metric_greater_is_better"] = ev.metric_for_best_model not in LOWER_IS_BETTER
     if ("training", "num_train_epochs") in cli_keys:
         derived["epochs_from_min_update_steps"] = False

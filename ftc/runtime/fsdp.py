@@ -4,7 +4,8 @@ transformers 5 runs FSDP through accelerate. FULL_SHARD and SHARD_GRAD_OP are FS
 resharding after the forward pass or not); NO_SHARD and HYBRID_SHARD exist only in FSDP1, which
 the Trainer still runs with `fsdp_config["version"] = 1`. `checkpoint_type` is the format of the
 checkpoints written during training; the final model is always gathered into one plain
-transformers model (or adapter) that reloads without FSDP.
+transformers model (or adapter) that reloads without FSDP. `hsdp` is HYBRID_SHARD over the job's
+nodes (shard within a node, replicate across nodes); other group sizes are refused, not dropped.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from ftc.runtime.config import RunConfig
 from ftc.runtime.errors import RuntimeUserError
+from ftc.spec.rules import hsdp_problem
 
 FSDP1_ONLY = ("NO_SHARD", "HYBRID_SHARD")
 
@@ -40,6 +42,8 @@ def fsdp_arguments(cfg: RunConfig) -> dict[str, Any]:
 def check_supported(cfg: RunConfig, cuda: bool) -> None:
     """Refuse, before loading anything, the FSDP combinations the runtime cannot finish."""
     s = cfg.spec
+    if s.fsdp.hsdp:
+        check_hsdp_groups(cfg)
     if not cuda and s.fsdp.sharding_strategy in FSDP1_ONLY:
         raise RuntimeUserError(
             f"fsdp.sharding_strategy {s.fsdp.sharding_strategy} is FSDP1, which accelerate runs on GPUs only; "
@@ -57,6 +61,18 @@ def check_supported(cfg: RunConfig, cuda: bool) -> None:
             "lora.merge_lora_weights cannot be used with fsdp.enable_fsdp (the adapter is sharded); "
             "set merge_lora_weights: false to save the adapter, and merge it after training"
         )
+
+
+def check_hsdp_groups(cfg: RunConfig) -> None:
+    """fsdp.hsdp runs as HYBRID_SHARD over this job's nodes; other group sizes are refused (lint rule FTC146)."""
+    f = cfg.spec.fsdp
+    if f.sharding_strategy != "HYBRID_SHARD":
+        raise RuntimeUserError(f"fsdp.hsdp needs sharding_strategy: HYBRID_SHARD, not {f.sharding_strategy}")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    problem = hsdp_problem(f.sharding_group_size, f.replica_group_size, max(1, world // per_node), per_node)
+    if problem:
+        raise RuntimeUserError(f"fsdp.hsdp: {problem}")
 
 
 @contextlib.contextmanager

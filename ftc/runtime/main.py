@@ -2,18 +2,26 @@
 
 Errors that are the user's to fix (bad data, unknown parameter, missing model) print one line, secrets masked,
 to stderr and exit non-zero, without a traceback; anything else is a bug and keeps its traceback.
+
+Check mode: with `FTC_CHECK=rendezvous` in the environment, every process loads the config, joins the
+process group (gloo; torchrun's variables, or alone), all-reduces one number, prints one line
+(`ftc check rendezvous: rank R/W local_rank L CUDA_VISIBLE_DEVICES=... SLURM_GPUS_ON_NODE=...`) and
+exits 0 without loading data or a model: a scheduler's allocation and the rendezvous, proven on their own.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ftc.errors import FtcError
 from ftc.runtime.config import USAGE, ensure_output_dir, load_config, parse_args
-from ftc.runtime.errors import Stopped
+from ftc.runtime.errors import Stopped, UsageError
 from ftc.spec.secrets import mask_secrets
 
 PROG = "ftc.runtime"
+CHECK_ENV = "FTC_CHECK"
+CHECKS = ("rendezvous",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG}: error: --config is required", file=sys.stderr)
             return 2
         cfg = load_config(args.config, args.overrides)
+        check = os.environ.get(CHECK_ENV)
+        if check:
+            check_rendezvous(check)
+            ok = True
+            return 0
         ensure_output_dir(cfg.output_dir)  # before the heavy imports and any loading
         from ftc.runtime.trainer import run
 
@@ -45,6 +58,27 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         _end_distributed(barrier=ok)
+
+
+def check_rendezvous(check: str) -> None:
+    """FTC_CHECK=rendezvous: join the process group, all-reduce, print where this process runs; no training."""
+    if check not in CHECKS:
+        raise UsageError(f"{CHECK_ENV}={check!r} is not a check; the one there is: {', '.join(CHECKS)}")
+    import torch
+    import torch.distributed as dist
+
+    if "WORLD_SIZE" in os.environ:
+        dist.init_process_group("gloo")
+    else:
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    total = torch.ones(1)
+    dist.all_reduce(total)
+    if int(total.item()) != world:
+        raise UsageError(f"{CHECK_ENV}=rendezvous: the all-reduce gave {int(total.item())}, not the world size {world}")
+    shown = " ".join(f"{name}={os.environ.get(name, '')}" for name in ("CUDA_VISIBLE_DEVICES", "SLURM_GPUS_ON_NODE"))
+    local = os.environ.get("LOCAL_RANK", "0")
+    print(f"ftc check rendezvous: rank {rank}/{world} local_rank {local} {shown}", flush=True)
 
 
 def _end_distributed(barrier: bool) -> None:

@@ -191,8 +191,10 @@ def fast_attention() -> list[str]:
     return ["sdpa"]
 
 
-def max_length(cfg: RunConfig, tokenizer: Any, model_config: Any) -> int:
-    """data.max_seq_length, where -1 means the tokenizer's maximum; never more than the model's positions."""
+def max_length(cfg: RunConfig, tokenizer: Any, model_config: Any, task_default: int | None = None) -> int:
+    """data.max_seq_length, where -1 means the tokenizer's maximum; never more than the model's positions.
+
+    A value equal to the task's own default (causal_lm's 4096) yields to a smaller maximum without a warning."""
     positions = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
     tok_max = getattr(tokenizer, "model_max_length", None)
     tok_max = tok_max if tok_max and tok_max < NO_LIMIT else None
@@ -202,7 +204,8 @@ def max_length(cfg: RunConfig, tokenizer: Any, model_config: Any) -> int:
     if wanted == -1 or wanted is None:
         return cap
     if wanted > cap:
-        log.warning("data.max_seq_length %d is more than the model takes; using %d", wanted, cap)
+        if wanted != task_default:
+            log.warning("data.max_seq_length %d is more than the model takes; using %d", wanted, cap)
         return cap
     return wanted
 

@@ -128,7 +128,7 @@ def use_cuda(cfg: RunConfig) -> bool:
     device = cfg.spec.resources.device
     available = torch.cuda.is_available()
     if device == "gpu" and not available:
-        raise RuntimeUserError("resources.device is gpu but no CUDA GPU is available; use device: auto or cpu")
+        raise RuntimeUserError("resources.device is gpu but no CUDA GPU is available (the slurm target compiles device auto as gpu); set resources.device: cpu to train on CPU")
     return device != "cpu" and available
 
 
@@ -162,10 +162,23 @@ def check_quantization(cfg: RunConfig, cuda: bool) -> None:
         raise RuntimeUserError(f"precision.quantization {q} trains an adapter only; set lora.apply_lora: true")
 
 
-def precision_flags(precision: str, cuda: bool) -> dict[str, bool]:
-    """TrainingArguments bf16/fp16 for precision 32, 16, bf16, fp16."""
+def auto_precision(cuda: bool) -> tuple[str, str]:
+    """What precision auto means here, and why: bf16 on GPUs that have it, fp16 on older ones, 32-bit on CPU."""
     import torch
 
+    if not cuda:
+        return "32", "training on CPU"
+    if torch.cuda.is_bf16_supported():
+        return "bf16", "GPU supports bf16"
+    return "fp16", "GPU has no bf16"
+
+
+def precision_flags(precision: str, cuda: bool) -> dict[str, bool]:
+    """TrainingArguments bf16/fp16 for precision auto, 32, 16, bf16, fp16."""
+    import torch
+
+    if precision == "auto":
+        precision = auto_precision(cuda)[0]
     bf16_ok = not cuda or torch.cuda.is_bf16_supported()
     if precision == "32":
         return {}
@@ -183,6 +196,14 @@ def precision_flags(precision: str, cuda: bool) -> dict[str, bool]:
 
 
 # --------------------------------------------------------------------------- TrainingArguments
+
+
+def optimizer_name(cfg: RunConfig, cuda: bool) -> str:
+    """The Trainer's optim: the spec's (adamw_hf is adamw_torch), fused AdamW on CUDA where causal_lm's default stands."""
+    if cuda and cfg.derived.get("optim_fused_on_cuda"):
+        return "adamw_torch_fused"
+    optim = cfg.spec.optimizer.optim
+    return OPTIM_ALIASES.get(optim, optim)
 
 
 def steps_per_epoch(cfg: RunConfig, n_train: int, world_size: int = 1) -> int:
@@ -251,7 +272,7 @@ def training_arguments_kwargs(
         "full_determinism": tr.enable_full_determinism,
         "dataloader_num_workers": tr.dataloader_num_workers,
         "max_grad_norm": tr.max_grad_norm if tr.gradient_clipping else 0.0,
-        "optim": OPTIM_ALIASES.get(opt.optim, opt.optim),
+        "optim": optimizer_name(cfg, cuda),
         "learning_rate": opt.learning_rate,
         "weight_decay": opt.weight_decay,
         "adam_beta1": opt.adam_beta1,
@@ -429,6 +450,22 @@ def make_trainer(
     return trainer
 
 
+def last_evaluation_of_final_model(trainer: Any) -> dict[str, float] | None:
+    """The metrics of the evaluation at the last step when the model now is the one it evaluated; else None.
+
+    The Trainer evaluates at the last step (evaluation by epoch, or steps that divide the total);
+    with load_best_model_at_end it then reloads the best checkpoint, which is the final weights only
+    when the best is that last step. Every process decides alike (the log history is the same)."""
+    state = trainer.state
+    last = next((e for e in reversed(state.log_history) if any(k.startswith("eval_") for k in e)), None)
+    if last is None or last.get("step") != state.global_step:
+        return None
+    best = getattr(state, "best_global_step", None)
+    if trainer.args.load_best_model_at_end and best is not None and best != state.global_step:
+        return None
+    return {k: v for k, v in last.items() if k != "step"}
+
+
 def add_perplexity(metrics: dict[str, float], prefix: str) -> None:
     """`<prefix>_perplexity`: exp of `<prefix>_loss` (inf where it overflows)."""
     loss = metrics.get(f"{prefix}_loss")
@@ -502,6 +539,9 @@ def _run(
     task = get_task(cfg.task)
     cuda = use_cuda(cfg)
     check_supported(cfg, cuda)
+    if s.precision.precision == "auto":
+        chosen, why = auto_precision(cuda)
+        log.info("precision auto: %s (%s)", "fp32" if chosen == "32" else chosen, why)
     if s.deepspeed.apply_deepspeed:
         zero.deepspeed_env_defaults()
     data = task.load_data(cfg)  # bad data fails here, before any model is loaded
@@ -587,7 +627,7 @@ def _run(
 
     final: dict[str, float] = {}
     if has_eval:
-        final = trainer.evaluate()
+        final = last_evaluation_of_final_model(trainer) or trainer.evaluate()
     if prepared.test_dataset is not None:
         if prepared.test_compute_metrics is not None:
             trainer.compute_metrics = prepared.test_compute_metrics

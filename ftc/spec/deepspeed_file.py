@@ -135,7 +135,8 @@ def _precision_problems(config: dict[str, Any], text: str, precision: str) -> li
     if fp16 is True and bf16 is True:
         problems.append(Problem("both_precisions", "fp16.enabled", _line(text, "fp16"),
                                 "enables both fp16 and bf16; keep one (or \"auto\" for both)"))
-    wanted = {"fp16": precision in ("fp16", "16"), "bf16": precision in ("bf16", "16")}
+    # "auto" is decided on the GPU at run time (bf16, or fp16 on older GPUs), like "16"
+    wanted = {"fp16": precision in ("fp16", "16", "auto"), "bf16": precision in ("bf16", "16", "auto")}
     for section, value in (("fp16", fp16), ("bf16", bf16)):
         if value is True and not wanted[section]:
             problems.append(Problem("mismatch", f"{section}.enabled", _line(text, section),
@@ -189,7 +190,7 @@ def filled(config: dict[str, Any], spec: SpecBase) -> dict[str, Any]:
         _set(filled_config, dotted, value)
     precision = spec.precision.precision
     _set(filled_config, "fp16.enabled", precision == "fp16")
-    _set(filled_config, "bf16.enabled", precision in ("bf16", "16"))
+    _set(filled_config, "bf16.enabled", precision in ("bf16", "16", "auto"))
     _set(filled_config, "scheduler.params.warmup_min_lr", 0.0)
     for dotted in ("scheduler.params.warmup_num_steps", "scheduler.params.total_num_steps"):  # known once data is
         _set(filled_config, dotted, max(1, spec.optimizer.warmup_steps))

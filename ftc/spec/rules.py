@@ -25,12 +25,15 @@ from ftc.spec.peek import (
     read_json,
 )
 from ftc.spec.secrets import looks_like_secret
+from ftc.spec.sections import LLM_MAX_SEQ_LENGTH, LLM_TASKS
 
 if TYPE_CHECKING:
     from ftc.compiler.resolve import Resolved
 
 Severity = Literal["error", "warning"]
 KeyPath = tuple[str | int, ...]
+
+HUGE_CONTEXT = 32768  # FTC135: causal_lm max_seq_length above this is warned about
 
 SCHEMA_RULE = "FTC001"
 UNREADABLE_RULE = "FTC000"
@@ -303,8 +306,10 @@ def _fsdp_settings_unused(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
 
 @rule("FTC119", "warning", "fast attention kernels in 32-bit")
 def _fast_kernels_fp32(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
-    """Flash attention needs 16-bit precision (Azure ML raises); in 32-bit only PyTorch SDPA is used."""
-    if r.spec.precision.use_fast_kernels and r.spec.precision.precision == "32":
+    """Flash attention needs 16-bit precision (Azure ML raises); in 32-bit (precision 32, or auto on CPU) only
+    PyTorch SDPA is used."""
+    p = r.spec.precision
+    if p.use_fast_kernels and (p.precision == "32" or (p.precision == "auto" and r.spec.resources.device == "cpu")):
         yield ("precision", "use_fast_kernels"), "flash attention needs precision 16 or bf16; with 32 only SDPA is used"
 
 
@@ -444,7 +449,10 @@ def _labels_seen(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
 
 @rule("FTC132", "error", "context longer than the model's positions")
 def _context_fits(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
-    """max_seq_length must not exceed the model's max_position_embeddings (checked when the model is local)."""
+    """max_seq_length must not exceed the model's max_position_embeddings (checked when the model is local;
+    causal_lm's default yields to a smaller maximum)."""
+    if not _given(r, "data.max_seq_length"):
+        return
     length = r.spec.data.max_seq_length
     config = model_config(r.doc.base_dir, r.spec.model.model_selector_output) or {}
     limit = config.get("max_position_embeddings") or config.get("n_positions")
@@ -481,6 +489,25 @@ def _eval_has_rows(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
                 f"{train.name} has {len(peek.rows)} row(s): too few to hold out validation data; "
                 "give data.validation_file_path",
             )
+
+
+@rule("FTC135", "warning", "causal_lm context of more than 32768 tokens")
+def _huge_context(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    """A causal_lm max_seq_length over 32768 tokens (given, or -1 with a local model whose maximum is that large)
+    makes every packed row that long: attention memory grows with it, and one row rarely fits a GPU. ftc's
+    default is 4096 (or the model's maximum when smaller)."""
+    if r.spec.task not in LLM_TASKS:
+        return
+    length = r.spec.data.max_seq_length
+    if length == -1:
+        config = model_config(r.doc.base_dir, r.spec.model.model_selector_output) or {}
+        limit = config.get("max_position_embeddings") or config.get("n_positions")
+        length = limit if type(limit) is int else 0
+    if length > HUGE_CONTEXT:
+        yield ("data", "max_seq_length"), (
+            f"makes packed rows of {length} tokens; that rarely fits a GPU: set it to the longest sample you need "
+            f"(ftc's default is {LLM_MAX_SEQ_LENGTH})"
+        )
 
 
 @rule("FTC140", "error", "quantization without LoRA")
@@ -557,6 +584,38 @@ def _fsdp_limits(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
             )
         if s.fsdp.checkpoint_type == "FULL_STATE_DICT":
             yield ("fsdp", "checkpoint_type"), "FULL_STATE_DICT fails in CPU processes; use SHARDED_STATE_DICT on CPU"
+
+
+def hsdp_problem(sharding: int, replica: int, nodes: int, per_node: int) -> str | None:
+    """Why these hybrid-sharding group sizes cannot run (None when they can); lint rule FTC146 and the runtime.
+
+    HYBRID_SHARD shards within each node and replicates across nodes (torch's own groups); a
+    custom device mesh of other sizes is not built, so other sizes are refused, not dropped."""
+    world = nodes * per_node
+    sharding, replica = sharding or per_node, replica or nodes
+    if sharding * replica != world:
+        return (
+            f"sharding_group_size {sharding} x replica_group_size {replica} = {sharding * replica}, "
+            f"but the job has {world} processes ({nodes} node(s) x {per_node})"
+        )
+    if (sharding, replica) != (per_node, nodes):
+        return (
+            f"sharding_group_size {sharding} x replica_group_size {replica} is not supported: hybrid sharding "
+            f"shards within each node and replicates across nodes; use {per_node} x {nodes} (or 0 for both)"
+        )
+    return None
+
+
+@rule("FTC146", "error", "hybrid-sharding groups the runtime cannot build")
+def _hsdp_groups(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    """With fsdp.hsdp, sharding_group_size x replica_group_size must equal the world size (nodes x
+    processes_per_node), and the groups must be the nodes: HYBRID_SHARD shards within each node and replicates
+    across nodes. Other group sizes are refused (here and by the runtime), never silently dropped."""
+    f, res = r.spec.fsdp, r.spec.resources
+    if f.enable_fsdp and f.hsdp:
+        problem = hsdp_problem(f.sharding_group_size, f.replica_group_size, res.nodes, res.processes_per_node)
+        if problem:
+            yield ("fsdp", "sharding_group_size"), problem
 
 
 def _deepspeed_file_problems(r: Resolved, engine: bool = False) -> tuple[Path, list[deepspeed_file.Problem]] | None:

@@ -38,10 +38,12 @@ LOWER_IS_BETTER = ("loss", "perplexity")
 Metric = Literal[ALL_METRICS]  # type: ignore[valid-type]
 
 Precision = Annotated[
-    Literal["32", "16", "bf16", "fp16"],
+    Literal["32", "16", "bf16", "fp16", "auto"],
     BeforeValidator(as_text),
-    WithJsonSchema({"enum": ["32", "16", "bf16", "fp16", 32, 16]}),
+    WithJsonSchema({"enum": ["32", "16", "bf16", "fp16", "auto", 32, 16]}),
 ]
+# causal_lm's max_seq_length default: the model's maximum, capped here (a packed row is this many tokens).
+LLM_MAX_SEQ_LENGTH = 4096
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 EnvValue = Annotated[str, BeforeValidator(lambda v: str(v).lower() if isinstance(v, bool) else as_text(v))]
 DeepSpeedStage = Annotated[Literal["2", "3"], BeforeValidator(as_text), WithJsonSchema({"enum": ["2", "3", 2, 3]})]
@@ -165,9 +167,11 @@ class DataSection(Section):
     )
     max_seq_length: int = param(
         -1,
-        "Longest tokenized sequence; longer ones are truncated. -1 uses the tokenizer's maximum.",
+        "Longest tokenized sequence; longer ones are truncated. -1 uses the tokenizer's maximum. causal_lm "
+        f"defaults to {LLM_MAX_SEQ_LENGTH} (or the model's maximum when smaller): each packed row is that long.",
         name="max_seq_length",
         aliases=("context_length",),
+        task_defaults={"causal_lm": LLM_MAX_SEQ_LENGTH},
         ge=-1,
     )
     pad_to_max_length: Flag = param(
@@ -270,7 +274,7 @@ class TrainingSection(Section):
     )
     per_device_eval_batch_size: int = param(
         1,
-        "Per device batch size used for validation.",
+        "Per device batch size used for validation. causal_lm defaults to per_device_train_batch_size.",
         name="per_device_eval_batch_size",
         aliases=("val_batch_size", "eval_batch_size_per_device"),
         group=TRAIN,
@@ -317,8 +321,10 @@ class OptimizerSection(Section):
 
     optim: Literal["adamw_hf", "adamw_torch", "adafactor", "adamw_torch_fused", "sgd"] = param(
         "adamw_hf",
-        "Optimizer to be used while training. adamw_hf is an alias of adamw_torch: transformers 5 removed it.",
+        "Optimizer to be used while training. adamw_hf is an alias of adamw_torch: transformers 5 removed it. "
+        "causal_lm defaults to adamw_torch, adamw_torch_fused on CUDA GPUs.",
         group=TRAIN,
+        task_defaults={"causal_lm": "adamw_torch"},
     )
     learning_rate: float = param(
         2e-05,
@@ -482,9 +488,15 @@ class FsdpSection(Section):
     sharding_strategy: Literal["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"] = param(
         "FULL_SHARD", "What FSDP shards: parameters, gradients and optimizer states, or fewer."
     )
-    hsdp: Flag = param(False, "Hybrid sharding: shard within sharding_group_size ranks, replicate across groups.")
-    sharding_group_size: int = param(0, "Ranks per sharding group with hsdp.", ge=0)
-    replica_group_size: int = param(0, "Number of replica groups with hsdp.", ge=0)
+    hsdp: Flag = param(
+        False,
+        "Hybrid sharding (with sharding_strategy HYBRID_SHARD): shard within each node, replicate across nodes. "
+        "Only the node layout is supported: other group sizes are refused.",
+    )
+    sharding_group_size: int = param(
+        0, "Ranks per sharding group with hsdp: 0 or resources.processes_per_node.", ge=0
+    )
+    replica_group_size: int = param(0, "Number of replica groups with hsdp: 0 or resources.nodes.", ge=0)
     checkpoint_type: Literal["SHARDED_STATE_DICT", "FULL_STATE_DICT"] = param(
         "SHARDED_STATE_DICT", "Save one checkpoint per rank (sharded) or one gathered on rank 0 (full)."
     )
@@ -513,8 +525,9 @@ class PrecisionSection(Section):
     """Numeric precision, quantization and kernels."""
 
     precision: Precision = param(
-        "32",
-        "Apply mixed precision training. 16 uses bf16 where supported, else fp16; bf16 and fp16 force one.",
+        "auto",
+        "Apply mixed precision training. auto: bf16 on GPUs that support it, fp16 on older GPUs, 32-bit on CPU "
+        "(decided at run time and logged). 16 uses bf16 where supported, else fp16; bf16 and fp16 force one.",
         group=TRAIN,
     )
     use_fp16: Flag = param(False, "llama-recipes: fp16 mixed precision; same as precision fp16.")
@@ -587,10 +600,27 @@ class ResourcesSection(Section):
     num_devices: int | None = param(
         None, "Total devices (Anyscale). When given, must equal nodes x processes_per_node.", ge=1
     )
-    device: Literal["auto", "cpu", "gpu"] = param("auto", "Train on GPUs when present (auto), or force one.")
+    device: Literal["auto", "cpu", "gpu"] = param(
+        "auto",
+        "Where the processes train. auto: on GPUs when present, decided at run time (local target); on a cluster "
+        "target that renders from the Job (slurm), one GPU per process, requested and required. cpu: no GPU is "
+        "requested or used. gpu: one GPU per process, required.",
+    )
+    accelerator_type: str | None = param(
+        None,
+        "GPU type the job needs, e.g. A10G, A100-80G, H100. Each cluster target maps it to its own form (slurm: the "
+        "GPU type of --gpus-per-node=TYPE:N, or a --constraint node feature with targets.slurm.accelerator_request).",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$",
+    )
     one_gpu: Flag = param(False, "llama-recipes: run on a single GPU without distribution.")
-    cpus_per_process: int | None = param(None, "CPU cores per training process.", ge=1)
-    memory: str | None = param(None, "Memory per node, e.g. 64G.", pattern=r"^[0-9]+[KMGT]?$")
+    cpus_per_process: int | None = param(
+        None, "CPU cores per training process. Default (slurm): 8 per process of a GPU job, else 1.", ge=1
+    )
+    memory: str | None = param(
+        None,
+        "Memory per node, e.g. 64G. Default (slurm): 32G per GPU of a GPU job; a CPU job: the cluster's default.",
+        pattern=r"^[0-9]+[KMGT]?$",
+    )
     worker_resources: dict[str, float] = param(
         description="Ray resources per worker, e.g. {'accelerator_type:A10G': 0.001} (Anyscale).",
         default_factory=dict,

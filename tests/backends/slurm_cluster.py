@@ -6,6 +6,11 @@ shows the node idle, and stops every daemon by its pid. Nothing is shared with a
 SLURM or munge: the socket, pid, log, state and spool files all live in the cluster's folder,
 so two test sessions can run side by side.
 
+The node declares GPUs (`GresTypes=gpu`, node `Gres=gpu:A10G:2`) over placeholder device files: a
+gres.conf with `AutoDetect=off` names `dev/nvidia0`, `dev/nvidia1` in the cluster's folder
+(links to /dev/null: SLURM checks for a character device), so SLURM schedules and allocates GPUs (SLURM_GPUS_ON_NODE, CUDA_VISIBLE_DEVICES) on a machine
+that has none. Nothing on this machine opens those files.
+
 `slurm_cluster` is the session-scoped pytest fixture (import it into a test module); it skips
 with the reason when the Debian packages are not installed (`.ci/slurm-setup.sh` installs them).
 The packages: slurmctld slurmd slurm-client munge (SLURM 22.05 on Debian 12).
@@ -50,6 +55,7 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc={root}/log/jobcomp.txt
+GresTypes=gpu
 ReturnToService=2
 MinJobAge=600
 KillWait=10
@@ -64,9 +70,15 @@ SlurmdSpoolDir={root}/spool/slurmd
 StateSaveLocation={root}/spool/ctld
 SlurmctldLogFile={root}/log/slurmctld.log
 SlurmdLogFile={root}/log/slurmd.log
-NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} Gres=gpu:{gpu_type}:{gpus} State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """
+GRES_CONF = """\
+AutoDetect=off
+NodeName=localhost Name=gpu Type={gpu_type} File={files}
+"""
+GPUS = 2
+GPU_TYPE = "A10G"
 
 
 def missing_binaries() -> list[str]:
@@ -102,12 +114,14 @@ def _daemon(name: str) -> str:
 
 
 class SlurmCluster:
-    """One node called localhost with `cpus` CPUs, controller and node daemon on loopback ports."""
+    """One node called localhost with `cpus` CPUs and `gpus` declared GPUs of `gpu_type`, daemons on loopback ports."""
 
-    def __init__(self, root: Path, cpus: int = 2, memory_mb: int = 8000) -> None:
+    def __init__(self, root: Path, cpus: int = 2, memory_mb: int = 8000, gpus: int = GPUS, gpu_type: str = GPU_TYPE) -> None:
         self.root = root
         self.cpus = cpus
         self.memory_mb = memory_mb
+        self.gpus = gpus
+        self.gpu_type = gpu_type
         self.conf = root / "slurm.conf"
         self.munge_dir = root / "munge"
         self.munge_socket = self.munge_dir / "munge.socket"
@@ -133,11 +147,23 @@ class SlurmCluster:
                 slurmd_port=_free_port(),
                 cpus=self.cpus,
                 memory_mb=self.memory_mb,
+                gpus=self.gpus,
+                gpu_type=self.gpu_type,
             )
         )
+        self._write_gres()
         self._start("slurmctld", [_daemon("slurmctld")], self.root / "slurmctld.pid")
         self._start("slurmd", [_daemon("slurmd"), "-N", "localhost"], self.root / "slurmd.pid")
         self._wait_idle(timeout)
+
+    def _write_gres(self) -> None:
+        """gres.conf next to slurm.conf: the node's GPUs are empty placeholder files, never autodetected."""
+        devices = self.root / "dev"
+        devices.mkdir()
+        files = [devices / f"nvidia{i}" for i in range(self.gpus)]
+        for file in files:
+            file.symlink_to("/dev/null")  # SLURM wants a character device; no program opens it
+        (self.root / "gres.conf").write_text(GRES_CONF.format(gpu_type=self.gpu_type, files=",".join(map(str, files))))
 
     def _start_munged(self) -> None:
         munge = pwd.getpwnam("munge")
@@ -161,7 +187,7 @@ class SlurmCluster:
             raise RuntimeError(f"{name} did not start (exit {result.returncode}): {result.stderr.strip()}{self._logs()}")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with contextlib.suppress(FileNotFoundError, ValueError):
+            with contextlib.suppress(FileNotFoundError, ValueError, IndexError):  # not written yet, or half-written
                 self.pids[name] = int(pid_file.read_text().split()[0])
                 return
             time.sleep(0.05)

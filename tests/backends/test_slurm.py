@@ -28,6 +28,9 @@ REPO = Path(__file__).resolve().parents[2]
 VENV = Path(sys.prefix)
 
 
+CPU = "resources:\n  device: cpu\n"
+
+
 def compile_slurm(write_spec: Callable[..., Path], tmp_path: Path, text: str) -> Path:
     (folder,) = compile_spec(write_spec(text), ["slurm"], tmp_path / "build")
     return folder
@@ -110,20 +113,59 @@ def test_artifacts_and_header(write_spec: Callable[..., Path], tmp_path: Path) -
     subprocess.run(["bash", "-n", str(folder / "job.sbatch")], check=True)
 
 
-def test_cpu_defaults(write_spec: Callable[..., Path], tmp_path: Path) -> None:
-    folder = compile_slurm(write_spec, tmp_path, MINIMAL)
+def test_cpu_job_requests_no_gpu(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    folder = compile_slurm(write_spec, tmp_path, MINIMAL + CPU + "  processes_per_node: 2\n")
     script = (folder / "job.sbatch").read_text()
     assert sbatch_lines(script) == [
         "#SBATCH --job-name=text_classification_finetune",
         "#SBATCH --nodes=1",
         "#SBATCH --ntasks-per-node=1",
-        "#SBATCH --cpus-per-task=1",
+        "#SBATCH --cpus-per-task=2",
         "#SBATCH --output=%x-%j.out",
         "#SBATCH --export=ALL",
     ]
-    assert "--gpus-per-node" not in script and "requeue" not in script
+    assert "--gpus-per-node" not in script and "--gres" not in script and "requeue" not in script
     assert "port=$(( 29500 + SLURM_JOB_ID % 2000 ))" in script
     assert "exec srun" in script
+    assert json.loads((folder / "ftc.resolved.json").read_text())["resources"]["device"] == "cpu"
+
+
+def test_auto_device_is_one_gpu_per_process(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    """On slurm, device auto asks for a GPU per process, 8 CPUs per process and 32G per GPU; the runtime needs them."""
+    folder = compile_slurm(write_spec, tmp_path, MINIMAL + "resources:\n  processes_per_node: 4\n")
+    assert sbatch_lines((folder / "job.sbatch").read_text())[1:6] == [
+        "#SBATCH --nodes=1",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --cpus-per-task=32",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --mem=128G",
+    ]
+    config = json.loads((folder / "ftc.resolved.json").read_text())
+    assert config["resources"]["device"] == "gpu"  # the runtime stops on a node without CUDA instead of training on CPU
+    (local,) = compile_spec(folder.parent.parent / "spec.yaml", ["local"], tmp_path / "local")
+    assert json.loads((local / "ftc.resolved.json").read_text())["resources"]["device"] == "auto"  # decided at run time
+
+
+@pytest.mark.parametrize(
+    "extra, gpus, constraint",
+    [
+        ("", "--gpus-per-node=H100:2", None),
+        ("targets: {slurm: {accelerator_request: constraint}}\n", "--gpus-per-node=2", "--constraint=H100"),
+        ("targets: {slurm: {accelerator_request: constraint, constraint: ib}}\n", "--gpus-per-node=2", '--constraint="H100&ib"'),
+        ("targets: {slurm: {accelerator_request: constraint, constraint: a|b}}\n", "--gpus-per-node=2", '--constraint="H100&(a|b)"'),
+    ],
+)
+def test_accelerator_type(write_spec: Callable[..., Path], tmp_path: Path, extra: str, gpus: str, constraint: str | None) -> None:
+    spec = MINIMAL + "resources: {processes_per_node: 2, accelerator_type: H100, memory: 500G, cpus_per_process: 12}\n"
+    folder = compile_slurm(write_spec, tmp_path, spec + extra)
+    lines = sbatch_lines((folder / "job.sbatch").read_text())
+    assert f"#SBATCH {gpus}" in lines and "#SBATCH --cpus-per-task=24" in lines and "#SBATCH --mem=500G" in lines
+    assert [line for line in lines if "--constraint" in line] == ([f"#SBATCH {constraint}"] if constraint else [])
+
+
+def test_bad_accelerator_type(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"resources.accelerator_type: String should match pattern"):
+        compile_slurm(write_spec, tmp_path, MINIMAL + "resources: {accelerator_type: 'H100 #x'}\n")
 
 
 def test_same_bytes_wherever_compiled(write_spec: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -212,6 +254,9 @@ def test_sbatch_word() -> None:
     [
         ("resources: {device: cpu}\ntargets: {slurm: {gpus_per_node: 2}}\n", "FTC301", "error", "targets.slurm.gpus_per_node"),
         ("resources: {device: gpu}\ntargets: {slurm: {gpus_per_node: 0}}\n", "FTC302", "error", "targets.slurm.gpus_per_node"),
+        ("targets: {slurm: {gpus_per_node: 0}}\n", "FTC302", "error", "targets.slurm.gpus_per_node"),
+        ("resources: {device: auto, processes_per_node: 8}\ntargets: {slurm: {gpus_per_node: 4}}\n", "FTC303", "error", "resources.processes_per_node"),
+        ("resources: {device: cpu, accelerator_type: A10G}\n", "FTC310", "warning", "resources.accelerator_type"),
         ("resources: {device: gpu, processes_per_node: 8}\ntargets: {slurm: {gpus_per_node: 4}}\n", "FTC303", "error", "resources.processes_per_node"),
         ("resources: {device: gpu, processes_per_node: 2}\ntargets: {slurm: {gpus_per_node: 4}}\n", "FTC303", "warning", "resources.processes_per_node"),
         ("evaluation: {evaluation_strategy: 'no'}\ntargets: {slurm: {requeue: true}}\n", "FTC304", "warning", "targets.slurm.requeue"),
@@ -235,7 +280,11 @@ def test_clean_specs_have_no_findings(write_spec: Callable[..., Path]) -> None:
     from ftc.compiler.build import load_resolved
     from ftc.compiler.plan import build_plan
 
-    for text in (MINIMAL, MINIMAL + "resources: {device: gpu, processes_per_node: 4}\ntargets: {slurm: {requeue: true}}\n"):
+    for text in (
+        MINIMAL,
+        MINIMAL + CPU,
+        MINIMAL + "resources: {device: gpu, processes_per_node: 4, accelerator_type: A100-80G}\ntargets: {slurm: {requeue: true}}\n",
+    ):
         plan = build_plan(load_resolved(write_spec(text)), "slurm", "../..")
         assert SlurmBackend().check(plan) == []
 
@@ -293,6 +342,7 @@ def test_hostile_values_stay_data(tmp_path: Path, value: str) -> None:
         "model": value,
         "data": {"train_file_path": value},
         "env": {"vars": {"HOSTILE": value}},
+        "resources": {"device": "cpu"},
         "targets": {"slurm": options},
     }
     path = tmp_path / "spec.yaml"
@@ -493,6 +543,7 @@ env:
   secrets: [FTC_TEST_SECRET]
 resources:
   processes_per_node: {nproc}
+  device: cpu
 targets:
   slurm:
     venv: {venv}
@@ -664,7 +715,9 @@ def test_sbatch_reads_quoted_directives(slurm_cluster: SlurmCluster, write_spec:
     error = "e 'single' %j.err"
     account = 'acct "x" \\ y #z'
     options = {"python": "/bin/true", "output": output, "error": error, "account": account}
-    spec = MINIMAL + yaml.safe_dump({"targets": {"slurm": {**options, "extra_directives": ['--comment="a b"']}}})
+    spec = MINIMAL + yaml.safe_dump(
+        {"resources": {"device": "cpu"}, "targets": {"slurm": {**options, "extra_directives": ['--comment="a b"']}}}
+    )
     (folder,) = compile_spec(write_spec(spec), ["slurm"], tmp_path / "build")
     job_id = slurm_cluster.run(["sbatch", "--parsable", str(folder / "job.sbatch")], cwd=tmp_path).stdout.strip()
     job = slurm_cluster.wait(job_id, timeout=120)
@@ -673,3 +726,42 @@ def test_sbatch_reads_quoted_directives(slurm_cluster: SlurmCluster, write_spec:
     assert (tmp_path / error.replace("%j", job_id)).exists()
     shown = slurm_cluster.run(["scontrol", "show", "job", job_id]).stdout
     assert "Comment=a b" in shown and f"Account={account}" in shown, shown
+
+
+# --------------------------------------------------------------------------- GPU jobs on a cluster that declares GPUs
+
+CHECK_SPEC = """\
+# Issue 12's spec shape on the one-node test cluster: 1 node x 2 processes (2 x 8 cannot fit here).
+task: causal_lm
+model: /models/Llama-3.1-8B-Instruct
+data: {{train_file_path: train.jsonl, validation_file_path: valid.jsonl}}
+lora: {{apply_lora: true}}
+checkpointing: {{output_dir: out}}
+resources: {{nodes: 1, processes_per_node: 2, device: {device}, accelerator_type: A10G, cpus_per_process: 1, memory: 2G}}
+targets: {{slurm: {{venv: {venv}}}}}
+"""
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("device, gpus", [("auto", "0,1"), ("cpu", "")])
+def test_gpu_job_gets_its_gpus_and_rendezvous(
+    slurm_cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str, gpus: str
+) -> None:
+    """sbatch accepts the compiled job, SLURM allocates the declared GPUs (device auto) or none (cpu), and every
+    rank sees them after the rendezvous (FTC_CHECK=rendezvous: no data or model is loaded)."""
+    _needs_venv()
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(CHECK_SPEC.format(device=device, venv=json.dumps(str(VENV))))
+    (folder,) = compile_spec(spec, ["slurm"], tmp_path / "build")
+    monkeypatch.setenv("FTC_CHECK", "rendezvous")
+    monkeypatch.delenv("FTC_BUILD_DIR", raising=False)
+    job_id = slurm_cluster.run(["sbatch", "--parsable", str(folder / "job.sbatch")], cwd=tmp_path).stdout.strip()
+    job = slurm_cluster.wait(job_id, timeout=300)
+    log = _log(job)
+    assert job["JobState"] == "COMPLETED", log
+    assert (job.get("TresPerNode") == "gres:gpu:A10G:2") == (device == "auto"), job
+    on_node = "2" if gpus else ""
+    for rank in (0, 1):
+        line = f"ftc check rendezvous: rank {rank}/2 local_rank {rank} CUDA_VISIBLE_DEVICES={gpus} SLURM_GPUS_ON_NODE={on_node}"
+        assert line in log, log
+    assert not (tmp_path / "out").exists()  # stopped after the rendezvous: nothing trained or written

@@ -39,3 +39,34 @@ def test_a_token_in_a_source_or_value_is_masked(write_spec: Callable[..., Path])
     assert not [line for line in lines if TOKEN in line]
     (env,) = [line for line in lines if line.startswith("env.vars ")]
     assert "https://***@host/x" in env
+
+
+# The issue's "LoRA on an 8B chat model, 2 nodes x 8 GPUs" spec.
+LLM_SPEC = """\
+task: causal_lm
+model: /models/Llama-3.1-8B-Instruct
+data: {train_file_path: train.jsonl, validation_file_path: valid.jsonl}
+lora: {apply_lora: true}
+checkpointing: {output_dir: /shared/runs/llama}
+resources: {nodes: 2, processes_per_node: 8}
+"""
+
+
+def test_llm_defaults_and_where_each_came_from(write_spec: Callable[..., Path]) -> None:
+    lines = {line.split(" = ")[0]: line for line in explain_lines(load_resolved(write_spec(LLM_SPEC)))[1:]}
+    expected = {
+        "precision.precision": ('"auto"', "# default (bf16 on GPUs that have it, else fp16; 32-bit on CPU; decided at run time)"),
+        "data.max_seq_length": ("4096", "# default for task causal_lm (or the model's maximum when smaller)"),
+        "optimizer.optim": ('"adamw_torch"', "# default for task causal_lm (adamw_torch_fused on CUDA GPUs)"),
+        "training.per_device_eval_batch_size": ("4", "# default for task causal_lm (= training.per_device_train_batch_size)"),
+        "derived.optim_fused_on_cuda": ("true", "# derived"),
+    }
+    for key, (value, source) in expected.items():
+        assert f"{key} = {value} " in lines[key] and lines[key].endswith(source), lines[key]
+
+
+def test_other_tasks_keep_the_seeds_defaults(write_spec: Callable[..., Path]) -> None:
+    lines = {line.split(" = ")[0]: line for line in explain_lines(load_resolved(write_spec(MINIMAL)))[1:]}
+    assert lines["data.max_seq_length"].startswith("data.max_seq_length = -1 ") and lines["data.max_seq_length"].endswith("# default")
+    assert '= "adamw_hf" ' in lines["optimizer.optim"] and "= 1 " in lines["training.per_device_eval_batch_size"]
+    assert "derived.optim_fused_on_cuda" not in lines

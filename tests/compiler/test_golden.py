@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ftc.backends.registry import backends
 from ftc.cli.lint_report import lint_file
 from ftc.compiler.build import compile_spec
+
+from tests.golden_cases import golden_targets
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "spec.yaml").exists())
@@ -24,8 +25,9 @@ def test_golden(case: str, tmp_path: Path, update_golden: bool) -> None:
     work = tmp_path / case
     work.mkdir()
     shutil.copy(GOLDEN / case / "spec.yaml", work / "spec.yaml")
-    compile_spec(work / "spec.yaml", ["all"], work / "build")
-    for target in backends():
+    targets = golden_targets(case)
+    compile_spec(work / "spec.yaml", targets, work / "build")
+    for target in targets:
         produced = work / "build" / target
         expected = GOLDEN / case / target
         if update_golden:

@@ -507,3 +507,35 @@ def test_mlflow_model_replies_as_the_trained_model_does(compile_config, project:
     short = loaded.predict(prompts[:2], params={"max_new_tokens": 2})
     assert [len(tok(s, add_special_tokens=False)["input_ids"]) for s in short] == [2, 2]
     assert [" ".join(r.split()[:2]) for r in replies[:2]] == short
+
+
+# --------------------------------------------------------------------------- LLM defaults
+
+
+def test_llm_defaults_reach_the_runtime(compile_config, project: Path, caplog) -> None:
+    """causal_lm defaults: max_seq_length 4096 (quietly the model's 256 here), adamw_torch (fused on CUDA),
+    evaluation batch = training batch, also when the command line changes the training batch."""
+    from ftc.runtime.config import Override, load_config
+    from ftc.runtime.tasks import get_task
+    from ftc.runtime.trainer import optimizer_name, training_arguments_kwargs
+
+    spec = CHAT_SPEC.replace("  context_length: 128\n", "").replace("  per_device_eval_batch_size: 16\n", "")
+    config = compile_config(spec)
+    cfg = load_config(config)
+    assert cfg.spec.data.max_seq_length == 4096 and cfg.spec.training.per_device_eval_batch_size == 8
+    kwargs = training_arguments_kwargs(cfg, n_train=100, has_eval=True, cuda=False)
+    assert (kwargs["optim"], kwargs["per_device_eval_batch_size"]) == ("adamw_torch", 8)
+    assert optimizer_name(cfg, cuda=True) == "adamw_torch_fused"
+    assert optimizer_name(load_config(config, [Override("optim", "sgd")]), cuda=True) == "sgd"  # chosen: kept
+    assert load_config(config, [Override("per_device_train_batch_size", "2")]).spec.training.per_device_eval_batch_size == 2
+    given = load_config(config, [Override("per_device_train_batch_size", "2"), Override("per_device_eval_batch_size", "5")])
+    assert given.spec.training.per_device_eval_batch_size == 5
+    task = get_task("causal_lm")
+    with caplog.at_level(logging.WARNING, logger="ftc.runtime"):
+        prepared = task.prepare(cfg, task.load_data(cfg))
+    assert prepared.info["max_seq_length"] == 256  # the tiny Llama's maximum, below 4096
+    assert "more than the model takes" not in caplog.text
+    cfg.spec.data.max_seq_length = 1000  # a value the spec gave is still warned about
+    with caplog.at_level(logging.WARNING, logger="ftc.runtime"):
+        assert task.prepare(cfg, task.load_data(cfg)).info["max_seq_length"] == 256
+    assert "data.max_seq_length 1000 is more than the model takes; using 256" in caplog.text

@@ -91,11 +91,18 @@ def test_shard_grad_op_lora_saves_the_adapter(project: Path) -> None:
         ("  sharding_strategy: NO_SHARD\n", "NO_SHARD is FSDP1, which accelerate runs on GPUs only"),
         ("  sharding_strategy: HYBRID_SHARD\n", "HYBRID_SHARD is FSDP1, which accelerate runs on GPUs only"),
         ("  checkpoint_type: FULL_STATE_DICT\n", "FULL_STATE_DICT fails in CPU processes"),
+        (  # never silently dropped: group sizes other than the nodes are refused with the reason (lint FTC146)
+            "  sharding_strategy: HYBRID_SHARD\n  hsdp: true\n  sharding_group_size: 2\n",
+            "fsdp.hsdp: sharding_group_size 2 x replica_group_size 1 = 2, but the job has 1 processes",
+        ),
     ],
 )
 def test_what_cannot_run_on_cpu_is_refused_before_loading(project: Path, settings: str, message: str) -> None:
     make_lm_project(project)
-    ignore = "lint:\n  ignore:\n    FTC145: the runtime's own refusal is under test (lint refuses it first)\n"
+    ignore = (
+        "lint:\n  ignore:\n    FTC145: the runtime's own refusal is under test (lint refuses it first)\n"
+        "    FTC146: the same\n"
+    )
     (project / "spec.yaml").write_text(FSDP_SPEC.replace("processes_per_node: 2", "processes_per_node: 1") + FSDP + settings + ignore)
     subprocess.run([sys.executable, "-m", "ftc.cli", "compile", "spec.yaml", "-t", "local", "-o", "build"],
                    cwd=project, env=launch_env(), check=True, capture_output=True)

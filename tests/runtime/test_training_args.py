@@ -8,7 +8,15 @@ import pytest
 
 from ftc.runtime.config import Override, load_config
 from ftc.runtime.errors import RuntimeUserError
-from ftc.runtime.trainer import build_training_arguments, precision_flags, training_arguments_kwargs
+from ftc.runtime.trainer import (
+    auto_precision,
+    build_training_arguments,
+    optimizer_name,
+    precision_flags,
+    training_arguments_kwargs,
+)
+
+from tests.runtime.conftest import TINY_SPEC
 
 
 @pytest.fixture
@@ -79,6 +87,33 @@ def test_precision() -> None:
     assert precision_flags("bf16", cuda=False) == {"bf16": True}
     with pytest.raises(RuntimeUserError, match="precision fp16 needs a CUDA GPU"):
         precision_flags("fp16", cuda=False)
+
+
+@pytest.mark.parametrize(("bf16_gpu", "flags", "why"), [(True, {"bf16": True}, "GPU supports bf16"), (False, {"fp16": True}, "GPU has no bf16")])
+def test_precision_auto(monkeypatch: pytest.MonkeyPatch, bf16_gpu: bool, flags: dict, why: str) -> None:
+    import torch
+
+    assert precision_flags("auto", cuda=False) == {} and auto_precision(cuda=False) == ("32", "training on CPU")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **kw: bf16_gpu)
+    assert precision_flags("auto", cuda=True) == flags
+    assert auto_precision(cuda=True)[1] == why
+
+
+def test_precision_is_auto_unless_given(compile_config) -> None:
+    assert load_config(compile_config()).spec.precision.precision == "auto"
+    assert load_config(compile_config(), [Override("precision", "32")]).spec.precision.precision == "32"
+    # llama-recipes: mixed_precision false is 32-bit, true bf16, use_fp16 fp16 (in the spec or on the command line)
+    assert load_config(compile_config(), [Override("mixed_precision", "false")]).spec.precision.precision == "32"
+    spec = TINY_SPEC + "precision:\n  mixed_precision: false\n"
+    assert load_config(compile_config(spec, name="mp.yaml", build="mp")).spec.precision.precision == "32"
+    spec = TINY_SPEC + "precision:\n  use_fp16: true\n"
+    assert load_config(compile_config(spec, name="fp16.yaml", build="fp16")).spec.precision.precision == "fp16"
+
+
+def test_other_tasks_keep_the_seeds_optimizer_and_eval_batch(config: Path) -> None:
+    cfg = load_config(config)
+    assert optimizer_name(cfg, cuda=True) == "adamw_torch"  # the spec chose it
+    assert "optim_fused_on_cuda" not in cfg.derived and "eval_batch_from_train" not in cfg.derived
 
 
 def test_step_scheduler_placeholder_and_arguments_accepted(config: Path) -> None:

@@ -283,3 +283,78 @@ def test_apply_ort_is_an_error_with_the_lint_message(compile_config, project: Pa
     assert code == 1
     assert f"ftc.runtime: error: ort.apply_ort: {finding.message}\n" in err  # the same words as `ftc lint`
     assert "validation accuracy" not in out and not (project / "out" / "pytorch_model_folder").exists()
+
+
+# --------------------------------------------------------------------------- the final evaluation
+
+
+def _evaluations():
+    """Records the step of every evaluation of the validation data."""
+    from transformers import TrainerCallback
+
+    class Evaluations(TrainerCallback):
+        steps: list[int] = []
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            if metrics and any(k.startswith("eval_") for k in metrics):
+                self.steps.append(state.global_step)
+
+    Evaluations.steps = []
+    return Evaluations()
+
+
+def _compared(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if not k.endswith(("_runtime", "_per_second", "_time"))}
+
+
+def test_the_final_model_is_evaluated_once(compile_config, project: Path, run_inprocess, next_run, monkeypatch) -> None:
+    import ftc.runtime.trainer as trainer_module
+
+    config, epoch = compile_config(), ("--num_train_epochs", "1")  # 15 steps, evaluated at the end of the epoch
+    reused = _evaluations()
+    next_run(reused)
+    code, _, err = run_inprocess(config, *epoch)
+    assert code == 0, err
+    assert reused.steps == [0, 15]  # before training, at the last step; none after
+    metrics = json.loads((project / "out" / "metrics.json").read_text())
+    assert "precision auto: fp32 (training on CPU)" in (project / "out" / "ftc_runtime.log").read_text()
+
+    monkeypatch.setattr(trainer_module, "last_evaluation_of_final_model", lambda trainer: None)  # evaluate again
+    again = _evaluations()
+    next_run(again)
+    code, _, err = run_inprocess(config, *epoch)
+    assert code == 0, err
+    assert again.steps == [0, 15, 15]
+    assert _compared(metrics) == _compared(json.loads((project / "out" / "metrics.json").read_text()))
+
+
+def test_the_best_model_loaded_at_the_end_is_evaluated(compile_config, project: Path, run_inprocess, next_run) -> None:
+    # Accuracy reaches its best before the last step (a later equal one is not better): the model reloaded
+    # at the end is not the one evaluated at the last step, so it is evaluated once more.
+    counted = _evaluations()
+    next_run(counted)
+    code, _, err = run_inprocess(compile_config(), "--num_train_epochs", "3", "--save_metrics", "true",
+                                 "--save_total_limit", "-1", "--evaluation_strategy", "steps", "--eval_steps", "5")
+    assert code == 0, err
+    history = json.loads((project / "out" / "train_log_history.json").read_text())
+    accuracy = {h["step"]: h["eval_accuracy"] for h in history if "eval_accuracy" in h}
+    best = min(step for step in accuracy if accuracy[step] == max(accuracy.values()))
+    assert best != 45 and counted.steps == [0, *range(5, 46, 5), 45]
+    assert json.loads((project / "out" / "metrics.json").read_text())["eval_accuracy"] == accuracy[best]
+
+
+@pytest.mark.parametrize(
+    ("best", "load_best", "reused"),
+    [(8, True, True), (4, True, False), (4, False, True), (None, True, True)],
+)
+def test_the_last_evaluation_is_reused_only_for_the_final_weights(best, load_best: bool, reused: bool) -> None:
+    from types import SimpleNamespace
+
+    from ftc.runtime.trainer import last_evaluation_of_final_model
+
+    history = [{"eval_loss": 0.5, "step": 4}, {"loss": 0.4, "step": 8}, {"eval_loss": 0.6, "epoch": 1.0, "step": 8}]
+    state = SimpleNamespace(log_history=history, global_step=8, best_global_step=best)
+    trainer = SimpleNamespace(state=state, args=SimpleNamespace(load_best_model_at_end=load_best))
+    assert last_evaluation_of_final_model(trainer) == ({"eval_loss": 0.6, "epoch": 1.0} if reused else None)
+    state.global_step = 9  # a step after the last evaluation
+    assert last_evaluation_of_final_model(trainer) is None

@@ -98,6 +98,14 @@ def test_precision(check: Callable[..., list[Problem]]) -> None:
     assert [p.key for p in off] == ["bf16.enabled"] and "set it to \"auto\"" in off[0].message
 
 
+def test_precision_auto_takes_a_half_precision_file(check: Callable[..., list[Problem]]) -> None:
+    """The default precision, auto, is bf16 or fp16 on the GPU: a file that enables either one agrees with it."""
+    auto = SPEC.replace("precision:\n  precision: bf16\n", "")
+    assert check({**GOOD, "bf16": {"enabled": True}}, spec=auto) == []
+    assert check({**GOOD, "fp16": {"enabled": True}}, spec=auto) == []
+    assert [p.key for p in check({**GOOD, "bf16": {"enabled": True}}, spec=SPEC.replace("bf16", "'32'"))] == ["bf16.enabled"]
+
+
 def test_unknown_top_level_keys_get_a_did_you_mean(check: Callable[..., list[Problem]]) -> None:
     found = check({**GOOD, "zero_optimisation": {"stage": 2}, "my_notes": "x"})
     assert {p.key: p.kind for p in found} == {"my_notes": "unknown_key", "zero_optimisation": "unknown_key"}

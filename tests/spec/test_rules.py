@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ftc.compiler.build import load_resolved
-from ftc.spec.rules import RULES, run_rules
+from ftc.spec.rules import RULES, Finding, run_rules
 
 from tests.conftest import MINIMAL
 
@@ -50,7 +50,10 @@ CASES: dict[str, tuple[str, str]] = {
     "FTC116": ("precision:\n  quantization: 4bit\nresources:\n  device: cpu\n", "precision:\n  quantization: 4bit\nresources:\n  device: gpu\n"),
     "FTC117": ("lora:\n  from_peft_checkpoint: adapter/\n", "lora:\n  apply_lora: true\n  from_peft_checkpoint: adapter/\n"),
     "FTC118": ("fsdp:\n  sharding_strategy: NO_SHARD\n", "fsdp:\n  enable_fsdp: true\n  sharding_strategy: NO_SHARD\n"),
-    "FTC119": ("precision:\n  use_fast_kernels: true\n", "precision:\n  use_fast_kernels: true\n  precision: bf16\n"),
+    "FTC119": (
+        "precision:\n  use_fast_kernels: true\n  precision: 32\n",
+        "precision:\n  use_fast_kernels: true\n",  # auto: bf16 or fp16 on a GPU
+    ),
     "FTC120": ("checkpointing:\n  output_dir: ../../elsewhere\n", "checkpointing:\n  output_dir: runs/../outputs\n"),
     "FTC121": ("training:\n  min_update_steps: 100\n  num_train_epochs: 2\n", "training:\n  min_update_steps: 100\n"),
     "FTC122": ("precision: fp16\nresources:\n  device: cpu\n", "precision: bf16\nresources:\n  device: cpu\n"),
@@ -75,6 +78,10 @@ CASES: dict[str, tuple[str, str]] = {
         "data:\n  train_file_path: data/train.jsonl\n  validation_file_path: data/big.jsonl\nevaluation:\n  evaluation_strategy: steps\n  eval_steps: 50\n",
     ),
     "FTC134": ("data:\n  train_file_path: data/train.jsonl\n  validation_file_path: data/empty.jsonl\n", ""),
+    "FTC135": (
+        "data:\n  train_file_path: data/train.jsonl\n  max_seq_length: 65536\n",
+        "data:\n  train_file_path: data/train.jsonl\n  max_seq_length: 32768\n",
+    ),
     "FTC140": ("precision:\n  quantization: 4bit\nlora:\n  apply_lora: false\n", "precision:\n  quantization: 4bit\n"),
     "FTC141": ("training:\n  freeze_layers: true\nlora:\n  apply_lora: true\n", "training:\n  freeze_layers: true\n"),
     "FTC142": (
@@ -90,6 +97,12 @@ CASES: dict[str, tuple[str, str]] = {
         "fsdp:\n  enable_fsdp: true\n  sharding_strategy: HYBRID_SHARD\nresources:\n  device: cpu\n",
         "fsdp:\n  enable_fsdp: true\n  sharding_strategy: HYBRID_SHARD\nresources:\n  device: gpu\n",
     ),
+    "FTC146": (
+        "fsdp:\n  enable_fsdp: true\n  hsdp: true\n  sharding_strategy: HYBRID_SHARD\n  sharding_group_size: 8\n"
+        "  replica_group_size: 3\nresources:\n  nodes: 4\n  processes_per_node: 8\n",
+        "fsdp:\n  enable_fsdp: true\n  hsdp: true\n  sharding_strategy: HYBRID_SHARD\n  sharding_group_size: 8\n"
+        "  replica_group_size: 4\nresources:\n  nodes: 4\n  processes_per_node: 8\n",
+    ),
     "FTC150": (_ds("ds_broken.json"), _ds("ds_auto.json")),
     "FTC151": (_ds("ds_micro64.json"), _ds("ds_auto.json")),
     "FTC152": (_ds("ds_typo.json"), _ds("ds_auto.json")),
@@ -97,6 +110,8 @@ CASES: dict[str, tuple[str, str]] = {
 }
 # Rules whose trigger needs a model family; the fixture model's config.json says which.
 FAMILY = {"FTC125": "xlnet", "FTC126": "mixtral", "FTC128": "phi", "FTC140": "llama"}
+# Rules of another task than MINIMAL's.
+TASK = {"FTC135": "causal_lm"}
 
 
 def workspace(root: Path, family: str = "bert") -> None:
@@ -120,7 +135,7 @@ def test_rule_fires_and_stays_quiet(rule_id: str, write_spec: Callable[..., Path
     trigger, quiet = CASES[rule_id]
     family = FAMILY.get(rule_id, "bert")
     workspace(tmp_path, family)
-    base = MINIMAL.split("data:")[0]
+    base = MINIMAL.split("data:")[0].replace("text_classification", TASK.get(rule_id, "text_classification"))
     default_data = "data:\n  train_file_path: data/train.jsonl\n  validation_file_path: data/validation.jsonl\n"
 
     def spec_text(extra: str) -> str:
@@ -158,3 +173,54 @@ def test_fsdp_limits_name_the_key(write_spec: Callable[..., Path], tmp_path: Pat
     assert [f.key for f in found] == [key]
     quiet = MINIMAL + "fsdp:\n  enable_fsdp: true\nlora:\n  apply_lora: true\n  merge_lora_weights: false\n"
     assert not [f for f in run_rules(load_resolved(write_spec(quiet, name="quiet.yaml"))) if f.rule == "FTC145"]
+
+
+HSDP = "fsdp:\n  enable_fsdp: true\n  hsdp: true\n  sharding_strategy: HYBRID_SHARD\n"
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        ("  sharding_group_size: 8\n  replica_group_size: 3\n", "8 x replica_group_size 3 = 24, but the job has 32 processes"),
+        ("  sharding_group_size: 16\n  replica_group_size: 2\n", "is not supported: hybrid sharding shards within each node"),
+        ("  sharding_group_size: 8\n", None),  # replica 0: the nodes
+        ("", None),
+    ],
+)
+def test_hsdp_groups_must_be_the_nodes(
+    write_spec: Callable[..., Path], tmp_path: Path, groups: str, message: str | None
+) -> None:
+    workspace(tmp_path)
+    text = MINIMAL + HSDP + groups + "resources:\n  nodes: 4\n  processes_per_node: 8\n  device: gpu\n"
+    found = [f for f in run_rules(load_resolved(write_spec(text))) if f.rule == "FTC146"]
+    if message is None:
+        assert not found
+    else:
+        (finding,) = found
+        assert finding.severity == "error" and message in finding.message
+
+
+def _causal_lm(tmp_path: Path, positions: int) -> str:
+    workspace(tmp_path, "llama")
+    config = {"model_type": "llama", "max_position_embeddings": positions}
+    (tmp_path / "models" / "tiny" / "config.json").write_text(json.dumps(config))
+    return MINIMAL.replace("text_classification", "causal_lm")
+
+
+def test_causal_lm_default_context_yields_to_a_smaller_model(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    # The 4096 default is not an FTC132 error on a 512-position model; the same value given is.
+    text = _causal_lm(tmp_path, 512)
+    assert "FTC132" not in {f.rule for f in run_rules(load_resolved(write_spec(text)))}
+    given = text.replace("data:\n", "data:\n  max_seq_length: 4096\n")
+    assert "FTC132" in {f.rule for f in run_rules(load_resolved(write_spec(given, name="given.yaml")))}
+
+
+def test_causal_lm_model_maximum_that_is_huge_is_warned(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    text = _causal_lm(tmp_path, 131072)
+
+    def rules(spec_text: str, name: str) -> dict[str, Finding]:
+        return {f.rule: f for f in run_rules(load_resolved(write_spec(spec_text, name=name)))}
+
+    assert "FTC135" not in rules(text, "default.yaml")  # the default is 4096
+    huge = rules(text.replace("data:\n", "data:\n  max_seq_length: -1\n"), "all.yaml")["FTC135"]
+    assert huge.severity == "warning" and "packed rows of 131072 tokens" in huge.message

@@ -26,9 +26,9 @@ assistant's turns only: labels are -100 everywhere else. The assistant tokens ar
   Each such render must begin the full render: a template that rewrites earlier turns (e.g.
   drops their reasoning) gets a DataError naming the row.
 
-Length: samples longer than data.max_seq_length tokens (alias context_length; -1: the model's
-maximum) are cut at the end, with a warning that counts them; a conversation left without an
-assistant token is dropped, with a warning.
+Length: samples longer than data.max_seq_length tokens (alias context_length; default 4096, or the
+model's maximum when smaller; -1: the model's maximum) are cut at the end, with a warning that
+counts them; a conversation left without an assistant token is dropped, with a warning.
 
 Batching (data.batching_strategy):
 - packing (the default): whole samples are packed, best fit decreasing, into rows of at most
@@ -65,6 +65,7 @@ from ftc.runtime.data import Table, spec_data_paths, read_table, require_columns
 from ftc.runtime.errors import DataError, RuntimeUserError
 from ftc.runtime.tasks import Prepared
 from ftc.runtime.tasks.seq2seq import texts
+from ftc.spec.sections import LLM_MAX_SEQ_LENGTH
 
 log = logging.getLogger("ftc.runtime")
 
@@ -399,7 +400,7 @@ class CausalLM:
         tokenizer = load_tokenizer(cfg)
         model = load_model(AutoModelForCausalLM, cfg)
         ensure_pad_token(tokenizer, model)
-        length = max_length(cfg, tokenizer, model.config)
+        length = max_length(cfg, tokenizer, model.config, task_default=LLM_MAX_SEQ_LENGTH)
         encode = _Encoder(cfg, tokenizer, length)
         splits = {"train": encode(data.train), "validation": encode(data.validation)}
         if data.test is not None:

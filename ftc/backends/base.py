@@ -40,6 +40,10 @@ class Backend(ABC):
     Options: ClassVar[type[Section]]
     template_dir: ClassVar[str | None] = None
     rules: ClassVar[tuple[TargetRule, ...]] = ()
+    # Jobs run on a cluster, where resources.device auto means one GPU per process (the Job's device).
+    runs_on_cluster: ClassVar[bool] = True
+    # Requests are rendered from plan.job, whose device the runtime config then carries (ray and azureml move next).
+    renders_from_job: ClassVar[bool] = False
 
     @abstractmethod
     def variables(self, plan: Plan) -> dict[str, Any]:

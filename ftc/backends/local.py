@@ -33,6 +33,7 @@ class LocalBackend(Backend):
     name = "local"
     summary = "run.sh: the runtime on this machine (python, or torchrun --standalone for several processes)"
     Options = LocalOptions
+    runs_on_cluster = False  # device auto is decided at run time, on this machine
     rules = (TargetRule("FTC201", "error", "several nodes", "The local target runs on this machine only: resources.nodes must be 1."),)
 
     def variables(self, plan: Plan) -> dict[str, Any]:

@@ -13,12 +13,6 @@ from ftc.spec.model import SpecBase
 
 RUNTIME_MODULE = "ftc.runtime"
 
-# Targets that run on a cluster: there `resources.device: auto` means one GPU per process.
-CLUSTER_TARGETS = frozenset({"slurm", "ray", "azureml"})
-# Targets whose artifacts render from the Job; their runtime config carries the Job's device, so a GPU job
-# that lands on a node without CUDA stops with a clear error. (ray and azureml still compute their own requests.)
-RENDERED_FROM_JOB = frozenset({"slurm"})
-
 # Defaults of a GPU job's requests, per GPU of a node, where the spec sets none (documented in docs/targets/).
 CPUS_PER_GPU = 8
 MEMORY_PER_GPU_GB = 32
@@ -92,18 +86,18 @@ def runtime_args(config_path: str = CONFIG_NAME) -> list[str]:
     return ["-m", RUNTIME_MODULE, "--config", config_path]
 
 
-def job_device(spec: SpecBase, target: str) -> Device:
-    """resources.device on `target`: auto is a GPU on a cluster target, decided at run time on the local one."""
+def job_device(spec: SpecBase, on_cluster: bool) -> Device:
+    """resources.device of a job: auto is a GPU on a cluster target, decided at run time on the local one."""
     device = spec.resources.device
-    if device == "auto" and target in CLUSTER_TARGETS:
+    if device == "auto" and on_cluster:
         return "gpu"
     return device
 
 
-def job_for(spec: SpecBase, target: str, options: BaseModel) -> Job:
-    """The Job of `spec` on `target`, its options overriding the spec's requests where they have them."""
+def job_for(spec: SpecBase, options: BaseModel, on_cluster: bool) -> Job:
+    """The Job of `spec` on a target with `options`, which override the spec's requests where they have them."""
     res = spec.resources
-    device = job_device(spec, target)
+    device = job_device(spec, on_cluster)
     gpus = getattr(options, "gpus_per_node", None)
     if gpus is None:
         gpus = res.processes_per_node if device == "gpu" else 0
@@ -128,9 +122,12 @@ def job_for(spec: SpecBase, target: str, options: BaseModel) -> Job:
 
 def build_plan(resolved: Resolved, target: str, base_dir: str) -> Plan:
     """The plan for one target; `base_dir` is the spec folder relative to the target's output folder."""
+    from ftc.backends.registry import get_backend  # here: backends import this module
+
+    backend = get_backend(target)
     options = getattr(resolved.spec.targets, target)  # type: ignore[attr-defined]
-    job = job_for(resolved.spec, target, options)
+    job = job_for(resolved.spec, options, backend.runs_on_cluster)
     config = resolved.runtime_config(base_dir)
-    if target in RENDERED_FROM_JOB:
+    if backend.renders_from_job:
         config["resources"]["device"] = job.device  # what the job asked for: the runtime refuses a node without it
     return Plan(resolved=resolved, target=target, options=options, config=config, job=job)

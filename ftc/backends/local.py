@@ -59,7 +59,8 @@ class LocalBackend(Backend):
                 Finding.error(
                     "FTC201",
                     ("resources", "nodes"),
-                    f"the local target runs on one node, not {plan.spec.resources.nodes}; use slurm or ray",
+                    f"the local target runs on one node, not {plan.spec.resources.nodes}; use slurm or ray, and say which "
+                    "targets this spec is for with `targets: [slurm, ray]` (then `-t all` means those)",
                 )
             ]
         return []

@@ -44,7 +44,7 @@ def lint_file(path: Path, overrides: list[str], targets: list[str] | None = None
         for p in exc.problems:
             result.findings.append(_masked(p.location, SCHEMA_RULE, "error", p.key, p.message))
         return result
-    plans = [plan_for(resolved, t, Path(".")) for t in expand_targets(targets or [])]
+    plans = [plan_for(resolved, t, Path(".")) for t in expand_targets(targets or [], resolved)]
     for f in findings_for(resolved, plans):
         result.findings.append(_masked(resolved.doc.locate(f.path), f.rule, f.severity, f.key, f.message))
     return result

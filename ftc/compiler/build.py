@@ -14,7 +14,7 @@ from ftc.compiler.write import Artifact, manifest, write_builds
 from ftc.errors import CompileError, Problem, SpecError
 from ftc.spec.loader import SourceDoc, load_spec_file, parse_spec_text
 from ftc.spec.overrides import apply_overrides
-from ftc.spec.rules import Finding, run_rules
+from ftc.spec.rules import TARGET_RULE, Finding, run_rules
 from ftc.spec.secrets import mask_secrets
 from ftc.spec.validate import validate_spec
 
@@ -30,10 +30,10 @@ def resolve_doc(doc: SourceDoc, overrides: list[str]) -> Resolved:
     return resolve(validate_spec(doc), doc)
 
 
-def expand_targets(targets: list[str]) -> list[str]:
-    """`all` means every registered target; unknown names are errors."""
+def expand_targets(targets: list[str], resolved: Resolved) -> list[str]:
+    """`all` means the spec's targets.enabled (every registered target when unset); unknown names are errors."""
     if "all" in targets:
-        return list(backends())
+        return list(resolved.spec.targets.enabled or backends())  # type: ignore[attr-defined]
     for name in targets:
         try:
             get_backend(name)
@@ -58,7 +58,17 @@ def task_defaults_plan(task: str, target: str) -> Plan:
 def findings_for(resolved: Resolved, plans: list[Plan]) -> list[Finding]:
     """The spec's rule findings plus each target's own, less those the spec's lint.ignore silences."""
     findings = run_rules(resolved)
+    enabled = resolved.spec.targets.enabled  # type: ignore[attr-defined]
     for plan in plans:
+        if enabled is not None and plan.target not in enabled:
+            findings.append(
+                Finding.error(
+                    TARGET_RULE, ("targets", "enabled"),
+                    f"is [{', '.join(enabled)}]: this spec is not for {plan.target}; add {plan.target} there, "
+                    "or use one of those targets",
+                )
+            )
+            continue
         findings += get_backend(plan.target).check(plan)
     ignored = resolved.spec.lint.ignore
     return [f for f in findings if f.rule not in ignored]
@@ -101,7 +111,7 @@ def compile_spec(
     """
     resolved = load_resolved(spec_path, overrides)
     out = Path(out_dir)
-    plans = [plan_for(resolved, target, out) for target in expand_targets(targets)]
+    plans = [plan_for(resolved, target, out) for target in expand_targets(targets, resolved)]
     findings = findings_for(resolved, plans)
     errors = [as_problem(resolved, f) for f in findings if f.severity == "error"]
     if errors:

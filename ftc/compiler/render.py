@@ -13,6 +13,7 @@ import yaml
 
 from ftc.backends.base import Backend
 from ftc.compiler.write import Artifact
+from ftc.spec import env_values
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -35,7 +36,10 @@ def to_json(value: Any) -> str:
 
 @functools.cache
 def environment(folder: Path) -> jinja2.Environment:
-    """A Jinja environment for one template folder: strict, no HTML escaping, quoting filters."""
+    """A Jinja environment for one template folder: strict, no HTML escaping, quoting filters.
+
+    `sh` quotes one shell word; `sh_env` quotes an env.vars value whose `$NAME` references bash expands.
+    """
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(folder)),
         undefined=jinja2.StrictUndefined,
@@ -44,7 +48,7 @@ def environment(folder: Path) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(sh=shell_quote, to_yaml=to_yaml, to_json=to_json)
+    env.filters.update(sh=shell_quote, sh_env=env_values.to_bash, to_yaml=to_yaml, to_json=to_json)
     return env
 
 

@@ -66,6 +66,8 @@ class SpecBase(Section):
                 if alias == "lora_config" and isinstance(data[section], dict):
                     # Anyscale: a lora_config block means LoRA is on.
                     data[section] = {"apply_lora": True, **data[section]}
+        if isinstance(data.get("targets"), list):
+            data["targets"] = {"enabled": data["targets"]}
         for section, key in SCALAR_SHORTHANDS.items():
             value = data.get(section)
             if value is not None and not isinstance(value, (dict, list)):
@@ -76,10 +78,23 @@ class SpecBase(Section):
 def _targets_model() -> type[BaseModel]:
     from ftc.backends.registry import backends
 
+    names = Literal[tuple(backends())]  # type: ignore[valid-type]
     fields: dict[str, Any] = {
-        name: (backend.Options, Field(default_factory=backend.Options, description=backend.Options.__doc__))
-        for name, backend in backends().items()
+        "enabled": (
+            list[names] | None,  # type: ignore[valid-type]
+            param(
+                None,
+                "The targets this spec is for; `-t all` (compile and lint) means these, and compiling for another "
+                "target is an error (FTC002). Default: every target. `targets: [slurm, ray]` is short for "
+                "`targets: {enabled: [slurm, ray]}`.",
+                min_length=1,
+            ),
+        ),
     }
+    fields.update(
+        (name, (backend.Options, Field(default_factory=backend.Options, description=backend.Options.__doc__)))
+        for name, backend in backends().items()
+    )
     return create_model("Targets", __base__=Section, __doc__="Per-target settings.", **fields)
 
 

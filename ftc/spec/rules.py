@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ftc.spec import deepspeed_file
+from ftc.spec import deepspeed_file, env_values
 from ftc.spec.peek import (
     count_lines,
     find_file,
@@ -38,6 +38,7 @@ HUGE_CONTEXT = 32768  # FTC135: causal_lm max_seq_length above this is warned ab
 SCHEMA_RULE = "FTC001"
 UNREADABLE_RULE = "FTC000"
 SECRET_RULE = "FTC106"
+TARGET_RULE = "FTC002"  # a target the spec's targets.enabled leaves out
 # Rules lint.ignore cannot silence: a literal secret would reach the artifacts.
 UNSILENCEABLE = frozenset({SECRET_RULE})
 
@@ -616,6 +617,16 @@ def _hsdp_groups(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
         problem = hsdp_problem(f.sharding_group_size, f.replica_group_size, res.nodes, res.processes_per_node)
         if problem:
             yield ("fsdp", "sharding_group_size"), problem
+
+
+@rule("FTC147", "error", "a `$` in env.vars that is not a reference")
+def _env_value_dollars(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    """In env.vars, `$NAME` and `${NAME}` expand at run time, on the node, on every target (empty when unset).
+    Any other `$` is refused: no target-independent escape exists (Ray expands `$NAME` in its env_vars)."""
+    for name, value in r.spec.env.vars.items():
+        problem = env_values.problem(value)
+        if problem:
+            yield ("env", "vars", name), problem
 
 
 def _deepspeed_file_problems(r: Resolved, engine: bool = False) -> tuple[Path, list[deepspeed_file.Problem]] | None:

@@ -14,6 +14,7 @@ import pytest
 
 from ftc.compiler.build import compile_spec
 from ftc.errors import CompileError, SpecError, UnreadableSpec
+from ftc.spec import env_values
 
 from tests.conftest import MINIMAL
 
@@ -129,13 +130,15 @@ HOSTILE = [
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_hostile_values_stay_data(write_spec: Callable[..., Path], tmp_path: Path, value: str) -> None:
+    """Values reach bash as data; in env.vars a `$NAME` reference expands (and a stray `$` is refused: below)."""
     import yaml
 
+    env_value = value if env_values.problem(value) is None else value.replace("$", "")
     spec = {
         "task": "text_classification",
         "model": value,
         "data": {"train_file_path": value},
-        "env": {"vars": {"HOSTILE": value}},
+        "env": {"vars": {"HOSTILE": env_value}},
         "targets": {"local": {"python": "python3"}},
     }
     path = tmp_path / "spec.yaml"
@@ -148,10 +151,22 @@ def test_hostile_values_stay_data(write_spec: Callable[..., Path], tmp_path: Pat
     fake_python.chmod(0o755)
     subprocess.run(["bash", str(script)], check=True, cwd=tmp_path, env={**os.environ, "FTC_PYTHON": str(fake_python)})
     assert not (tmp_path / "CANARY").exists()
-    assert (tmp_path / "env.out").read_text() == value
+    assert (tmp_path / "env.out").read_text() == env_values.expand(env_value, os.environ)
     config = json.loads((folder / "ftc.resolved.json").read_text())
     assert config["model"]["model_selector_output"] == value
     assert config["data"]["train_file_path"] == value
+
+
+@pytest.mark.parametrize("value", [v for v in HOSTILE if env_values.problem(v)])
+def test_env_value_with_a_stray_dollar_is_refused(tmp_path: Path, value: str) -> None:
+    import yaml
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"task": "text_classification", "model": "m", "data": {"train_file_path": "t.csv"},
+                                    "env": {"vars": {"HOSTILE": value}}}))
+    with pytest.raises(SpecError, match="FTC147"):
+        compile_spec(path, ["local"], tmp_path / "build")
+    assert not (tmp_path / "build").exists()
 
 
 def test_target_folder_that_is_a_symlink_is_refused(write_spec: Callable[..., Path], tmp_path: Path) -> None:

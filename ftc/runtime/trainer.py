@@ -529,6 +529,15 @@ def run(cfg: RunConfig) -> dict[str, float]:
         preempt.uninstall()  # last: a signal as the run ends (torchrun stopping the other ranks) does not cut it short
 
 
+def peak_gpu_memory() -> dict[str, float]:
+    """train_peak_gpu_memory_gb: the most GPU memory this process's tensors held (none on CPU)."""
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return {}
+    return {"train_peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
+
+
 def _run(
     cfg: RunConfig, out: Path, world_size: int, is_main: bool, on_failure: list[Any] | None = None,
     *, preempt: preemption.Preemption,
@@ -624,6 +633,7 @@ def _run(
     _, tokens, _ = trainer.ftc_throughput.totals(reduce=True)  # every process: sums over them
     if tokens and train_metrics.get("train_runtime"):
         train_metrics["train_tokens_per_second"] = round(tokens / train_metrics["train_runtime"], 3)
+    train_metrics.update(peak_gpu_memory())
 
     final: dict[str, float] = {}
     if has_eval:

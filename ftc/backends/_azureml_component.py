@@ -49,10 +49,11 @@ from ftc.spec.docs import (
     task_description,
     task_groups,
 )
+from ftc.spec import env_values
 from ftc.spec.keys import leaf_index
 
 if TYPE_CHECKING:
-    from ftc.compiler.plan import Plan
+    from ftc.compiler.plan import Job, Plan
 
 COMPONENT_SCHEMA = "https://azuremlschemas.azureedge.net/latest/commandComponent.schema.json"
 PIPELINE_SCHEMA = "https://azuremlschemas.azureedge.net/latest/pipelineJob.schema.json"
@@ -62,6 +63,40 @@ PIPELINE_SCHEMA = "https://azuremlschemas.azureedge.net/latest/pipelineJob.schem
 COMPONENT_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 COMPONENT_NAME_MAX = 255
 IO_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+# The torch that ftc[train] pins (pyproject.toml) and the CUDA major its Linux wheels on PyPI are built for:
+# torch 2.13.0 (cp311, manylinux_2_28_x86_64) requires cuda-toolkit==13.0.3 and nvidia-nccl-cu13 (`pip install
+# --dry-run --report` of that wheel). The GPU image's CUDA major must be the same: DeepSpeed builds its ops with
+# the image's nvcc and refuses a CUDA major other than torch's. Change the three together.
+TORCH_VERSION = "2.13.0"
+TORCH_CUDA_MAJOR = 13
+# Azure ML base images (github.com/Azure/AzureML-Containers README, "Supported Images", March 2026): OpenMPI 5.0,
+# Miniconda; the GPU one has CUDA 13.1.1 and cuDNN. Untagged: Azure ML's latest patched build of each.
+GPU_IMAGE = "mcr.microsoft.com/azureml/openmpi5.0-cuda13.1-ubuntu24.04"
+CPU_IMAGE = "mcr.microsoft.com/azureml/openmpi5.0-ubuntu24.04"
+# Where the generated environment installs ftc from, as docs/ci.md does (a git tag per release).
+FTC_REPOSITORY = "https://github.com/<org>/ftc"
+REPOSITORY_PLACEHOLDER = "<org>"
+
+# Azure VM sizes for serverless compute, by resources.accelerator_type (upper case) and GPUs per VM. Names and GPU
+# counts: the VM size lists of Aspire.Hosting.Azure.Kubernetes (AksNodeVmSizes.cs) and Hugging Face's Azure
+# hardware page; NVads A10 v5 sizes below NV36 are GPU fractions. A100 means the 80 GB one. V100 sizes (NCv3,
+# NDv2) are retired; A10G is AWS's GPU (Azure has A10). DEFAULT_ACCELERATOR serves a spec that names no type.
+GPU_INSTANCE_TYPES: dict[str, dict[int, str]] = {
+    "A100-80G": {
+        1: "Standard_NC24ads_A100_v4",
+        2: "Standard_NC48ads_A100_v4",
+        4: "Standard_NC96ads_A100_v4",
+        8: "Standard_ND96amsr_A100_v4",
+    },
+    "A100-40G": {8: "Standard_ND96asr_v4"},
+    "H100": {1: "Standard_NC40ads_H100_v5", 2: "Standard_NC80adis_H100_v5", 8: "Standard_ND96isr_H100_v5"},
+    "H200": {8: "Standard_ND96isr_H200_v5"},
+    "A10": {1: "Standard_NV36ads_A10_v5", 2: "Standard_NV72ads_A10_v5"},
+    "T4": {1: "Standard_NC4as_T4_v3", 4: "Standard_NC64as_T4_v3"},
+}
+ACCELERATOR_ALIASES = {"A100": "A100-80G", "A100-80GB": "A100-80G", "A100-40GB": "A100-40G"}
+DEFAULT_ACCELERATOR = "A100-80G"
 
 STEP = "finetune"  # the pipeline's node that runs the component
 RUN_DIR = "ftc_run"  # the runtime's output_dir inside the job's working directory
@@ -301,14 +336,22 @@ def quote(ref: str) -> str:
     return f"'${{{{{ref}}}}}'"
 
 
-def runtime_command(inputs: list[ComponentInput]) -> str:
+def _export_word(value: str) -> str:
+    """The bash word of an env.vars value with references; a `]]` in it is split (`]""]`), so Azure ML does
+    not read it as the end of a `$[[ ]]` group (the word is double-quoted: it has references)."""
+    return re.sub(r"\](?=\])", ']""', env_values.to_bash(value))
+
+
+def runtime_command(inputs: list[ComponentInput], env: tuple[tuple[str, str], ...] = ()) -> str:
     """The shared runtime with every input, optional ones in `$[[ ]]`, every value single-quoted.
 
     The runtime writes `<output_dir>/pytorch_model_folder` and `<output_dir>/mlflow_model_folder`; the
     component's two outputs are separate folders, so `output_dir` is a local folder whose two
-    sub-folders are links to them (`metrics.json` and the log stay in that local folder).
+    sub-folders are links to them (`metrics.json` and the log stay in that local folder). env.vars values
+    that refer to other variables are exported first, by bash, which expands them on the node.
     """
-    links = [f"mkdir -p {RUN_DIR}"] + [f"ln -sfn {quote('outputs.' + o)} {RUN_DIR}/{o}" for o in OUTPUTS]
+    exports = [f"export {name}={_export_word(value)}" for name, value in expanded_env(env).items()]
+    links = [*exports, f"mkdir -p {RUN_DIR}"] + [f"ln -sfn {quote('outputs.' + o)} {RUN_DIR}/{o}" for o in OUTPUTS]
     words = ["python", "-m", RUNTIME_MODULE, "--config", CONFIG_NAME, "--output_dir", RUN_DIR]
     for i in inputs:
         word = f"--{i.arg} {quote('inputs.' + i.name)}"
@@ -332,12 +375,28 @@ def component_name(plan: Plan) -> str:
     return str(explicit) if explicit else legal_component_name(plan.name)
 
 
+def literal_env(env: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """env.vars values without references: the pipeline node's environment_variables, which Azure ML sets as they are."""
+    return {name: value for name, value in env if not env_values.references(value)}
+
+
+def expanded_env(env: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """env.vars values with `$NAME` / `${NAME}` references: exported by the command, so bash expands them on the node."""
+    return {name: value for name, value in env if env_values.references(value)}
+
+
+def image(plan: Plan) -> str:
+    """The generated environment's base image: targets.azureml.image, else the CUDA image for a GPU job, the CPU one else."""
+    chosen = getattr(plan.options, "image", None)
+    return str(chosen) if chosen else GPU_IMAGE if plan.job.device == "gpu" else CPU_IMAGE
+
+
 def environment_ref(plan: Plan) -> Any:
     """A registered environment by reference, else an image with the generated conda file."""
     opts = plan.options
     if getattr(opts, "environment", None):
         return opts.environment  # type: ignore[attr-defined]
-    return {"image": opts.image, "conda_file": "./environment/conda.yaml"}  # type: ignore[attr-defined]
+    return {"image": image(plan), "conda_file": "./environment/conda.yaml"}
 
 
 def build_component(plan: Plan, inputs: list[ComponentInput] | None = None) -> dict[str, Any]:
@@ -366,7 +425,7 @@ def build_component(plan: Plan, inputs: list[ComponentInput] | None = None) -> d
         "outputs": {
             name: {"type": kind, "description": OUTPUT_DESCRIPTIONS[name]} for name, kind in OUTPUTS.items()
         },
-        "command": runtime_command(inputs),
+        "command": runtime_command(inputs, plan.job.env),
     }
 
 
@@ -388,11 +447,31 @@ def compute_setting(plan: Plan) -> str:
     return compute if compute.startswith("azureml:") else f"azureml:{compute}"
 
 
+def accelerator(job: Job) -> str:
+    """The Job's GPU type as a key of GPU_INSTANCE_TYPES (DEFAULT_ACCELERATOR when the spec names none)."""
+    name = (job.accelerator_type or DEFAULT_ACCELERATOR).upper()
+    return ACCELERATOR_ALIASES.get(name, name)
+
+
+def gpu_instance_type(job: Job) -> str | None:
+    """The Azure VM size with the Job's GPU type and GPUs per node; None for a CPU job or one the table lacks."""
+    if job.device != "gpu" or job.gpus_per_node == 0:
+        return None
+    return GPU_INSTANCE_TYPES.get(accelerator(job), {}).get(job.gpus_per_node)
+
+
+def instance_type(plan: Plan) -> str | None:
+    """The serverless VM size: resources.instance_type, else the GPU size of the Job; None on a named cluster."""
+    if compute_setting(plan) != "serverless":
+        return None
+    return plan.spec.resources.instance_type or gpu_instance_type(plan.job)
+
+
 def build_pipeline(plan: Plan, inputs: list[ComponentInput] | None = None) -> dict[str, Any]:
-    """A pipeline job running the component on the spec's compute, nodes and processes per node."""
+    """A pipeline job running the component on the Job's compute, nodes and processes per node."""
     opts: Any = plan.options
     inputs = component_inputs(plan) if inputs is None else inputs
-    res = plan.spec.resources
+    job = plan.job
     base_dir = str(plan.config["base_dir"])
     job_inputs: dict[str, Any] = {}
     for i in inputs:
@@ -400,19 +479,20 @@ def build_pipeline(plan: Plan, inputs: list[ComponentInput] | None = None) -> di
         if i.is_data and value:
             job_inputs[i.name] = {"type": i.spec["type"], "path": data_path(str(value), base_dir)}
     mode = output_mode(plan)
-    resources: dict[str, Any] = {"instance_count": res.nodes}
-    if res.instance_type and compute_setting(plan) == "serverless":
-        resources["instance_type"] = res.instance_type
+    resources: dict[str, Any] = {"instance_count": job.nodes}
+    vm_size = instance_type(plan)
+    if vm_size:
+        resources["instance_type"] = vm_size
     node: dict[str, Any] = {
         "type": "command",
         "component": "./component.yaml",
         "inputs": {name: f"${{{{parent.inputs.{name}}}}}" for name in job_inputs},
         "outputs": {name: f"${{{{parent.outputs.{name}}}}}" for name in OUTPUTS},
         "resources": resources,
-        "distribution": {"type": "pytorch", "process_count_per_instance": res.processes_per_node},
+        "distribution": {"type": "pytorch", "process_count_per_instance": job.processes_per_node},
     }
-    if plan.spec.env.vars:
-        node["environment_variables"] = dict(sorted(plan.spec.env.vars.items()))
+    if literal_env(job.env):
+        node["environment_variables"] = literal_env(job.env)
     job: dict[str, Any] = {
         "$schema": PIPELINE_SCHEMA,
         "type": "pipeline",
@@ -431,12 +511,14 @@ def build_pipeline(plan: Plan, inputs: list[ComponentInput] | None = None) -> di
 
 
 def build_conda(plan: Plan) -> dict[str, Any]:
-    """The conda file of the generated environment: Python and pip, then ftc's runtime and MLflow."""
+    """The conda file of the generated environment: Python and pip, then torch (the pin the image's CUDA matches),
+    ftc's runtime and MLflow."""
     opts: Any = plan.options
+    pip = [f"torch=={TORCH_VERSION}", opts.ftc_requirement, *opts.pip_packages]
     return {
         "name": "ftc-train",
         "channels": ["conda-forge"],
-        "dependencies": [f"python={opts.python_version}", "pip", {"pip": [opts.ftc_requirement, *opts.pip_packages]}],
+        "dependencies": [f"python={opts.python_version}", "pip", {"pip": pip}],
     }
 
 

@@ -8,6 +8,55 @@ nodes and processes per node. `environment/conda.yaml` installs ftc's runtime wh
 registered environment. `submit` creates the pipeline job with azure-ai-ml's MLClient; azure is
 imported there only, never when compiling.
 
+Requests come from the build's Job (ftc/compiler/plan.py): `instance_count` = resources.nodes,
+`distribution: pytorch` with `process_count_per_instance` = resources.processes_per_node. On azureml
+`resources.device: auto` means one GPU per process: on serverless compute the node asks for the VM size
+with resources.accelerator_type (A100-80G when unset) and processes_per_node GPUs, from the table below;
+resources.instance_type (serverless) or resources.compute (a named cluster, which decides its VM size)
+override it. A GPU job the table cannot size is an error (FTC519) naming what to set. The runtime config
+says `device: gpu`, so a job on a VM without CUDA stops with a clear error. `device: cpu` asks for no GPU
+VM (Azure ML's default serverless size unless instance_type is set) and uses the CPU image.
+
+| accelerator_type | 1 GPU | 2 GPUs | 4 GPUs | 8 GPUs |
+| --- | --- | --- | --- | --- |
+| A100-80G (A100) | Standard_NC24ads_A100_v4 | Standard_NC48ads_A100_v4 | Standard_NC96ads_A100_v4 | Standard_ND96amsr_A100_v4 |
+| A100-40G | | | | Standard_ND96asr_v4 |
+| H100 | Standard_NC40ads_H100_v5 | Standard_NC80adis_H100_v5 | | Standard_ND96isr_H100_v5 |
+| H200 | | | | Standard_ND96isr_H200_v5 |
+| A10 | Standard_NV36ads_A10_v5 | Standard_NV72ads_A10_v5 | | |
+| T4 | Standard_NC4as_T4_v3 | | Standard_NC64as_T4_v3 | |
+
+V100 sizes (NCv3, NDv2) are retired; A10G is AWS's (Azure's is A10).
+
+The environment: unless targets.azureml.environment names a registered one, the component uses the image
+`mcr.microsoft.com/azureml/openmpi5.0-cuda13.1-ubuntu24.04` (a GPU job) or
+`mcr.microsoft.com/azureml/openmpi5.0-ubuntu24.04` (a CPU job), Azure ML base images, with
+`environment/conda.yaml`: Python, then pip installs `torch==2.13.0` (its Linux wheels on PyPI are built
+for CUDA 13, the image's CUDA major; they need an NVIDIA driver of the CUDA 13 line, 580 or later),
+then ftc from git as docs/ci.md does, `ftc[train] @ git+https://github.com/<org>/ftc@v<version>`
+(targets.azureml.ftc_requirement: put your repository or mirror in place of `<org>`; FTC520 warns
+until then), then MLflow for the workspace.
+
+env.vars: Azure ML sets a node's `environment_variables` as they are, so values without references go
+there; values with `$NAME` / `${NAME}` are exported by the component's command, in bash, before the
+runtime starts (`export LD_LIBRARY_PATH="/opt/efa/lib:${LD_LIBRARY_PATH:-}" && ...`), and expand on
+the node (empty when unset).
+
+A GPU example, LoRA on an 8B chat model on 2 nodes x 8 GPUs:
+
+```yaml
+task: causal_lm
+model: /models/Llama-3.1-8B-Instruct
+data: {train_file_path: train.jsonl, validation_file_path: valid.jsonl}
+lora: {apply_lora: true}
+checkpointing: {output_dir: /shared/runs/llama}
+resources: {nodes: 2, processes_per_node: 8}
+```
+
+compiles to a pipeline node with `resources: {instance_count: 2, instance_type: Standard_ND96amsr_A100_v4}`
+and `distribution: {type: pytorch, process_count_per_instance: 8}` on serverless compute; add
+`accelerator_type: H100` for Standard_ND96isr_H100_v5, or `compute: my-gpu-cluster` for a cluster.
+
 Azure ML pastes input values into the command between single quotes, as they are. A spec value that
 this cannot carry unchanged (a quote, a line break, text the runtime would read as another YAML
 value) is not written as a default: the runtime reads it from ftc.resolved.json. Model and data paths
@@ -36,7 +85,6 @@ from ftc.spec.fields import Flag, Section, param
 from ftc.spec.peek import local_path
 from ftc.spec.rules import Finding
 
-DEFAULT_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04"
 # Registered environments: azureml:<name>:<version>, azureml:<name>@<label>, or an ARM / registry id.
 ENVIRONMENT_REF = re.compile(
     r"^(azureml:[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+|@[A-Za-z0-9_.-]+)"
@@ -82,10 +130,18 @@ class AzuremlOptions(Section):
         "azureml://registries/<registry>/environments/<name>/versions/<version>); when unset, the image "
         "below with the build's environment/conda.yaml.",
     )
-    image: str = param(DEFAULT_IMAGE, "Base image of the generated environment.", min_length=1)
+    image: str | None = param(
+        None,
+        f"Base image of the generated environment; default: {aml.GPU_IMAGE} (CUDA {aml.TORCH_CUDA_MAJOR}, as the "
+        f"torch=={aml.TORCH_VERSION} wheels) for a GPU job, {aml.CPU_IMAGE} for a CPU one.",
+        min_length=1,
+    )
     python_version: str = param("3.11", "Python version of the generated environment.", pattern=r"^3\.[0-9]+$")
     ftc_requirement: PipRequirement = param(
-        f"ftc[train]=={__version__}", "pip requirement that installs ftc's runtime in the generated environment.", min_length=1
+        f"ftc[train] @ git+{aml.FTC_REPOSITORY}@v{__version__}",
+        "pip requirement that installs ftc's runtime in the generated environment (after torch, pinned); default: "
+        "this version's tag from git, as docs/ci.md installs it: put your repository (or mirror) in place of <org>.",
+        min_length=1,
     )
     pip_packages: list[PipRequirement] = param(
         description="More pip requirements of the generated environment (MLflow logging to the workspace).",
@@ -153,6 +209,20 @@ class AzuremlBackend(Backend):
             "FTC518", "error", "CPU training on several nodes",
             "Azure ML runs CPU training on a single node only (MPI; seed 000): resources.device cpu needs nodes: 1.",
         ),
+        TargetRule(
+            "FTC519", "error", "GPU job without a GPU VM size",
+            "A GPU job on serverless compute needs a VM size: ftc's table has none for this accelerator_type and "
+            "processes_per_node, so resources.instance_type (or a GPU cluster in resources.compute) must be set.",
+        ),
+        TargetRule(
+            "FTC520", "warning", "ftc installed from the placeholder repository",
+            "The generated environment installs ftc from git; targets.azureml.ftc_requirement still names <org>.",
+        ),
+        TargetRule(
+            "FTC521", "warning", "instance type unlike the job",
+            "A VM size of ftc's table whose GPUs differ from processes_per_node (processes share GPUs or GPUs stay "
+            "idle), or that has GPUs while resources.device is cpu.",
+        ),
     )
 
     def variables(self, plan: Plan) -> dict[str, Any]:
@@ -209,7 +279,7 @@ class AzuremlBackend(Backend):
 def _plan_findings(plan: Plan) -> list[Finding]:
     s, opts = plan.spec, plan.options
     out: list[Finding] = []
-    if s.resources.device == "cpu" and s.resources.nodes > 1:
+    if plan.job.device == "cpu" and s.resources.nodes > 1:
         out.append(
             Finding.error(
                 "FTC518",
@@ -226,7 +296,7 @@ def _plan_findings(plan: Plan) -> list[Finding]:
                 "feeds_model_evaluation): the evaluation component loads a full model, not an adapter",
             )
         )
-    out += _zero3_gather(plan)
+    out += _zero3_gather(plan) + _compute_findings(plan)
     if s.resources.nodes > 1 and opts.output_mode != "mount":  # type: ignore[attr-defined]
         out.append(
             Finding.error(
@@ -272,6 +342,15 @@ def _plan_findings(plan: Plan) -> list[Finding]:
             )
         )
     env = opts.environment  # type: ignore[attr-defined]
+    if not env and aml.REPOSITORY_PLACEHOLDER in opts.ftc_requirement:  # type: ignore[attr-defined]
+        out.append(
+            Finding.warning(
+                "FTC520",
+                ("targets", "azureml", "ftc_requirement"),
+                f"{opts.ftc_requirement!r} is the placeholder of docs/ci.md: set it to where your ftc is "  # type: ignore[attr-defined]
+                f"(ftc[train] @ git+https://github.com/ORG/ftc@v{__version__}, a wheel URL), or use a registered environment",
+            )
+        )
     if env and not ENVIRONMENT_REF.match(env):
         out.append(
             Finding.error(
@@ -282,6 +361,61 @@ def _plan_findings(plan: Plan) -> list[Finding]:
             )
         )
     return out
+
+
+def _compute_findings(plan: Plan) -> list[Finding]:
+    """On serverless compute: a named VM size whose GPUs are not the job's, or a GPU job the table cannot size."""
+    if aml.compute_setting(plan) != "serverless":
+        return []
+    if plan.spec.resources.instance_type:
+        return _vm_size_unlike_job(plan)
+    return _unsized_gpu_job(plan)
+
+
+def _vm_size_unlike_job(plan: Plan) -> list[Finding]:
+    job, res = plan.job, plan.spec.resources
+    gpus = _gpus_of(str(res.instance_type))
+    wanted = job.gpus_per_node if job.device == "gpu" else 0
+    if gpus is None or gpus == wanted:
+        return []
+    return [
+        Finding.warning(
+            "FTC521",
+            ("resources", "instance_type"),
+            f"{res.instance_type} has {gpus} GPU(s) but the job uses {wanted} per node "
+            f"(resources.device {res.device}, processes_per_node {job.processes_per_node})",
+        )
+    ]
+
+
+def _unsized_gpu_job(plan: Plan) -> list[Finding]:
+    job = plan.job
+    if job.device != "gpu" or aml.gpu_instance_type(job):
+        return []
+    kind = aml.accelerator(job)
+    sizes = aml.GPU_INSTANCE_TYPES.get(kind)
+    known = (
+        f"ftc knows {kind} VMs with {', '.join(map(str, sorted(sizes)))} GPU(s)"
+        if sizes
+        else f"ftc knows the types {', '.join(aml.GPU_INSTANCE_TYPES)}"
+    )
+    return [
+        Finding.error(
+            "FTC519",
+            ("resources", "accelerator_type") if job.accelerator_type else ("resources", "processes_per_node"),
+            f"no Azure VM size for {job.gpus_per_node} x {kind} GPU(s) per node ({known}): set "
+            "resources.instance_type to a VM size with that many GPUs, or resources.compute to a GPU cluster",
+        )
+    ]
+
+
+def _gpus_of(vm_size: str) -> int | None:
+    """GPUs of a VM size in ftc's table (case as Azure ignores it); None for a size the table does not know."""
+    for sizes in aml.GPU_INSTANCE_TYPES.values():
+        for gpus, name in sizes.items():
+            if name.lower() == vm_size.lower():
+                return gpus
+    return None
 
 
 def _data_findings(plan: Plan, inputs: list[aml.ComponentInput]) -> list[Finding]:

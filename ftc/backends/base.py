@@ -42,8 +42,6 @@ class Backend(ABC):
     rules: ClassVar[tuple[TargetRule, ...]] = ()
     # Jobs run on a cluster, where resources.device auto means one GPU per process (the Job's device).
     runs_on_cluster: ClassVar[bool] = True
-    # Requests are rendered from plan.job, whose device the runtime config then carries (ray and azureml move next).
-    renders_from_job: ClassVar[bool] = False
 
     @abstractmethod
     def variables(self, plan: Plan) -> dict[str, Any]:

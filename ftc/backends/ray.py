@@ -15,13 +15,50 @@
 
 `FTC_RAY_JOB` carries ftc.resolved.json, env.vars and the Ray Train settings (JSON) to the cluster:
 a working dir cannot be relied on to hold the build folder, and a KubeRay cluster sees no local file
-at all. (Ray expands `$NAME` in env_vars: the JSON writes `$` as `\\u0024`, and the entrypoint sets
-env.vars again to their literal values.) The entrypoint (`ftc/runtime/ray_entry.py`) starts a `TorchTrainer` with
-`ScalingConfig(num_workers = nodes x processes_per_node, use_gpu, resources_per_worker =
-resources.worker_resources)` and `RunConfig(storage_path, CheckpointConfig(num_to_keep),
-FailureConfig(max_failures))`; every worker runs the shared trainer (DDP: gloo on CPU, nccl on GPU)
-and reports each checkpoint it saves to Ray Train. A worker group restarted after a failure resumes
-from the last checkpoint Ray recorded.
+at all (the JSON writes `$` as `\\u0024`: Ray expands `${NAME}` in env_vars). The entrypoint
+(`ftc/runtime/ray_entry.py`) starts a `TorchTrainer` with `ScalingConfig(num_workers, use_gpu,
+resources_per_worker, accelerator_type, placement_strategy)` and `RunConfig(storage_path,
+CheckpointConfig(num_to_keep), FailureConfig(max_failures))`; every worker runs the shared trainer (DDP:
+gloo on CPU, nccl on GPU) and reports each checkpoint it saves to Ray Train. A worker group restarted
+after a failure resumes from the last checkpoint Ray recorded.
+
+GPUs: requests come from the build's Job (ftc/compiler/plan.py). On ray `resources.device: auto` (the
+default) means one GPU per process, as `gpu` does; `cpu` asks for none. Ray Train runs
+num_workers = nodes x processes_per_node workers, `use_gpu` (targets.ray.use_gpu overrides it),
+`resources_per_worker` = {CPU: the job's CPUs per process (8 per GPU process, 1 per CPU one, or
+resources.cpus_per_process)} plus resources.worker_resources, and `accelerator_type` =
+resources.accelerator_type (Ray's names: A10G, A100-80G, H100, ...) or the X of an Anyscale-style
+`worker_resources: {"accelerator_type:X": 0.001}`, which also makes the workers GPU workers. Workers
+are placed with targets.ray.placement_strategy, PACK by default: Ray fills a node's GPUs before the next
+node's, which on nodes of processes_per_node GPUs gives processes_per_node workers per node.
+
+The KubeRay cluster has one worker pod per node (replicas = resources.nodes) that asks, in requests
+and limits, for `nvidia.com/gpu` = processes_per_node, cpu = the job's CPUs per node, and memory =
+resources.memory (its K/M/G/T are binary: Ki/Mi/Gi/Ti), else 32Gi per GPU plus 32Gi per GPU for each
+thing the spec keeps in CPU memory: optimizer states (deepspeed offload_optimizer) and parameters
+(deepspeed offload_param with ZeRO-3); fsdp_cpu_offload counts as both (a CPU job: 8Gi).
+targets.ray.worker_pod_resources replaces all of it. A GPU job uses the GPU image
+`rayproject/ray:<ray_version>-gpu` (a CPU job `rayproject/ray:<ray_version>`; targets.ray.image
+replaces both), tolerates the `nvidia.com/gpu` NoSchedule taint of GPU nodes, and with an accelerator
+type is kept to its nodes by a node affinity on GPU feature discovery's `nvidia.com/gpu.product` label:
+T4, V100, A10G, A10, L4, L40S, A100 (40 or 80 GB), A100-40G, A100-80G, H100 (SXM, PCIe, NVL), H200 and
+B200 map to the product names the NVIDIA GPU operator writes (e.g. A100-80G: NVIDIA-A100-SXM4-80GB or
+NVIDIA-A100-80GB-PCIe); targets.ray.node_selector replaces the affinity (other labels, other types).
+The worker group declares the Ray resource `accelerator_type:X` (Ray detects A100 on its own, not
+A100-80G). A pod asking for more than 8 GPUs (e.g. `num_devices: 16` without nodes) is warned about
+(FTC409): set resources.nodes.
+
+The GPU example below (2 nodes x 8 A100-80G) gives 16 Ray Train workers with `use_gpu: true`,
+`accelerator_type: A100-80G` and 8 CPUs each, and a RayJob of 2 worker pods of
+`rayproject/ray:<ray_version>-gpu`, each asking for 8 `nvidia.com/gpu`, 64 CPUs and 256Gi.
+
+env.vars: `$NAME` and `${NAME}` references are sent to Ray as `${NAME}`, which Ray's runtime_env
+expands on the node; the entrypoint and every worker then empty what Ray leaves of unset ones, so each
+value is what bash gives on the slurm and local targets (empty when unset).
+
+Check mode: with `FTC_CHECK: rendezvous` in env.vars (or in the nodes' environment) the workers join a
+gloo process group, all-reduce, print their rank, the GPU ids Ray gave them and CUDA_VISIBLE_DEVICES,
+and stop without data or a model: a cluster's GPU scheduling, proven on its own.
 
 Secrets (env.secrets) pass by name only: they must be set in the environment of the cluster's
 nodes (for `ray start`, or from a Kubernetes Secret in the KubeRay manifest, see
@@ -57,7 +94,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator
 
 from ftc.backends.base import Backend, TargetRule
-from ftc.compiler.plan import Plan
+from ftc.compiler.plan import MEMORY_PER_GPU_GB, Plan
+from ftc.spec import env_values
 from ftc.spec.fields import Flag, Section, param
 from ftc.spec.rules import Finding
 
@@ -70,7 +108,6 @@ DEFAULT_STORAGE = "ray_train"  # storage_path default: <output_dir>/ray_train
 PROBE_TIMEOUT_S = 5.0
 FINAL_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
 
-_RAY_EXPANDS = re.compile(r"\$(\w|\{)")  # what os.path.expandvars (Ray's update_envs) replaces
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 # Kubernetes resource quantity (the CRD's pattern): 1, 500m, 4Gi, 1.5, 2e3
@@ -79,6 +116,28 @@ _K8S_RESOURCE_NAME = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 KUBERAY_NAME_MAX = 47  # KubeRay: MaxRayJobNameLength (it appends to the name for the cluster's)
+ACCELERATOR_PREFIX = "accelerator_type:"  # Ray's resource of a node's accelerator type (Anyscale's worker_resources)
+GPU_RESOURCE = "nvidia.com/gpu"  # the NVIDIA device plugin's resource, and the taint of GPU nodes
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"  # GPU feature discovery's node label: the GPU's name, spaces as '-'
+MAX_GPUS_PER_POD = 8  # the most GPUs a common node has: a pod asking for more waits forever (FTC409)
+CPU_POD_MEMORY = "8Gi"  # a CPU job's worker pod without resources.memory
+# Memory per GPU added to a GPU job's worker pod for what the spec offloads to CPU memory (docs: the module's).
+OFFLOAD_MEMORY_PER_GPU_GB = 32
+# nvidia.com/gpu.product values (GPU feature discovery) of ftc's accelerator types (Ray's names).
+GPU_PRODUCTS: dict[str, tuple[str, ...]] = {
+    "T4": ("Tesla-T4",),
+    "V100": ("Tesla-V100-SXM2-16GB", "Tesla-V100-SXM2-32GB", "Tesla-V100-PCIE-16GB", "Tesla-V100-PCIE-32GB"),
+    "A10G": ("NVIDIA-A10G",),
+    "A10": ("NVIDIA-A10",),
+    "L4": ("NVIDIA-L4",),
+    "L40S": ("NVIDIA-L40S",),
+    "A100": ("NVIDIA-A100-SXM4-40GB", "NVIDIA-A100-PCIE-40GB", "NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-80GB-PCIe"),
+    "A100-40G": ("NVIDIA-A100-SXM4-40GB", "NVIDIA-A100-PCIE-40GB"),
+    "A100-80G": ("NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-80GB-PCIe"),
+    "H100": ("NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-PCIe", "NVIDIA-H100-NVL"),
+    "H200": ("NVIDIA-H200", "NVIDIA-H200-NVL"),
+    "B200": ("NVIDIA-B200",),
+}
 
 
 def is_uri(value: str) -> bool:
@@ -172,7 +231,9 @@ class RayOptions(Section):
     )
     use_gpu: Flag | None = param(
         None,
-        "Give each Ray Train worker a GPU (ScalingConfig use_gpu). Default: true when resources.device is gpu.",
+        "Give each Ray Train worker a GPU (ScalingConfig use_gpu). Default: true when the job's device is gpu "
+        "(resources.device gpu, or auto: one GPU per process on a cluster) or worker_resources holds an "
+        "accelerator_type:X.",
     )
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = param(
         "PACK", "How Ray places the workers on nodes (ScalingConfig placement_strategy)."
@@ -180,7 +241,7 @@ class RayOptions(Section):
     image: OneLine | None = param(
         None,
         "Container image of the KubeRay cluster, with ftc[train] installed (or listed in pip). "
-        "Default: rayproject/ray:<ray_version>.",
+        "Default: rayproject/ray:<ray_version>-gpu for a GPU job, rayproject/ray:<ray_version> for a CPU one.",
     )
     namespace: str | None = param(
         None, "Kubernetes namespace of the RayJob; the current one of kubectl when unset.", pattern=_DNS_LABEL, max_length=63
@@ -203,9 +264,15 @@ class RayOptions(Section):
     )
     worker_pod_resources: PodResources | None = param(
         None,
-        "Kubernetes requests and limits of each KubeRay worker pod (one per node). Default: cpu = "
-        "processes_per_node x cpus_per_process (1 when unset), memory = resources.memory (8Gi when unset), "
-        "nvidia.com/gpu = processes_per_node when use_gpu.",
+        "Kubernetes requests and limits of each KubeRay worker pod (one per node). Default: cpu = the job's CPUs "
+        "per node, memory = resources.memory (in Ki/Mi/Gi/Ti), else 32Gi per GPU plus 32Gi per GPU for each CPU "
+        "offload (optimizer, parameters), else 8Gi for a CPU job; nvidia.com/gpu = processes_per_node when use_gpu.",
+    )
+    node_selector: dict[str, OneLine] | None = param(
+        None,
+        "Node selector of the KubeRay worker pods (pod nodeSelector), e.g. {cloud.google.com/gke-accelerator: "
+        "nvidia-tesla-a100}. Default: a node affinity on GPU feature discovery's nvidia.com/gpu.product label, "
+        "for the products of the accelerator type.",
     )
 
 
@@ -216,18 +283,35 @@ def options(plan: Plan) -> RayOptions:
     return plan.options  # type: ignore[return-value]
 
 
+def resource_accelerator_types(plan: Plan) -> list[str]:
+    """The X of each `accelerator_type:X` in resources.worker_resources (Anyscale's way to ask for a GPU type)."""
+    return [k.removeprefix(ACCELERATOR_PREFIX) for k in plan.spec.resources.worker_resources if k.startswith(ACCELERATOR_PREFIX)]
+
+
 def use_gpu(plan: Plan) -> bool:
+    """targets.ray.use_gpu, else: the job's device is gpu, or worker_resources names an accelerator type."""
     o = options(plan)
-    return o.use_gpu if o.use_gpu is not None else plan.spec.resources.device == "gpu"
+    if o.use_gpu is not None:
+        return o.use_gpu
+    return plan.job.device == "gpu" or bool(resource_accelerator_types(plan))
+
+
+def accelerator_type(plan: Plan) -> str | None:
+    """Ray's accelerator type of the workers (ScalingConfig accelerator_type): resources.accelerator_type, else
+    the one of worker_resources; None for a CPU job."""
+    if not use_gpu(plan):
+        return None
+    return plan.job.accelerator_type or next(iter(resource_accelerator_types(plan)), None)
+
+
+def cpus_per_worker(plan: Plan) -> int:
+    """The job's CPUs per process (8 per GPU process, 1 per CPU one, unless resources.cpus_per_process says)."""
+    return plan.job.cpus_per_node // plan.job.processes_per_node
 
 
 def resources_per_worker(plan: Plan) -> dict[str, float]:
-    """resources.worker_resources, plus CPU = cpus_per_process when it is not there."""
-    res = plan.spec.resources
-    out = {k: float(v) for k, v in res.worker_resources.items()}
-    if res.cpus_per_process and "CPU" not in out:
-        out["CPU"] = float(res.cpus_per_process)
-    return out
+    """CPU = the job's CPUs per process, then resources.worker_resources (which may set CPU itself)."""
+    return {"CPU": float(cpus_per_worker(plan)), **{k: float(v) for k, v in plan.spec.resources.worker_resources.items()}}
 
 
 def num_to_keep(plan: Plan) -> int | None:
@@ -276,8 +360,9 @@ def train_settings(plan: Plan) -> dict[str, Any]:
     """What ray_entry needs besides the runtime config: the TorchTrainer's settings."""
     o = options(plan)
     return {
-        "num_workers": plan.world_size,
+        "num_workers": plan.job.world_size,
         "use_gpu": use_gpu(plan),
+        "accelerator_type": accelerator_type(plan),
         "resources_per_worker": resources_per_worker(plan),
         "trainer_resources": {k: float(v) for k, v in plan.spec.resources.trainer_resources.items()},
         "placement_strategy": o.placement_strategy,
@@ -293,11 +378,11 @@ def job_payload(plan: Plan) -> str:
     """FTC_RAY_JOB: the runtime config, env.vars and the Ray Train settings, as compact JSON (sorted: reproducible).
 
     Ray expands $NAME and ${NAME} in runtime_env env_vars (and drops unknown ${NAME}): every `$` is
-    written as the JSON escape \\u0024, which JSON readers turn back into `$`.
+    written as the JSON escape \\u0024, which JSON readers turn back into `$`; env.vars arrive unexpanded.
     """
     payload = {
         "config": plan.config,
-        "env": dict(sorted(plan.spec.env.vars.items())),
+        "env": dict(plan.job.env),
         "spec_root": spec_root(plan),
         "secrets": list(plan.spec.env.secrets),
         "train": train_settings(plan),
@@ -311,6 +396,12 @@ def entrypoint(plan: Plan) -> str:
     return shlex.join([options(plan).python, "-m", ENTRY_MODULE])
 
 
+def env_vars(plan: Plan) -> dict[str, str]:
+    """env.vars with every reference written `${NAME}`, which Ray expands on the node (ray_entry.apply_env
+    empties those Ray leaves, as bash would)."""
+    return {name: env_values.braced(value) for name, value in plan.job.env}
+
+
 def runtime_env(plan: Plan, working_dir: str | None) -> dict[str, Any]:
     o = options(plan)
     env: dict[str, Any] = {}
@@ -318,7 +409,7 @@ def runtime_env(plan: Plan, working_dir: str | None) -> dict[str, Any]:
         env["working_dir"] = working_dir
         if not is_uri(working_dir):
             env["excludes"] = excludes(plan)
-    env["env_vars"] = {**dict(sorted(plan.spec.env.vars.items())), JOB_ENV: job_payload(plan)}
+    env["env_vars"] = {**env_vars(plan), JOB_ENV: job_payload(plan)}
     if o.pip:
         env["pip"] = list(o.pip)
     return env
@@ -357,20 +448,66 @@ def kubernetes_name(name: str) -> str:
     return text[:KUBERAY_NAME_MAX].rstrip("-")
 
 
-def _memory_quantity(memory: str | None) -> str:
-    if not memory:
-        return "8Gi"
-    return memory[:-1] + "k" if memory.endswith("K") else memory  # Kubernetes writes kilo as k
+def memory_quantity(memory: str) -> str:
+    """A SLURM-style size (64G: binary units, a bare number is megabytes) as a Kubernetes quantity (64Gi)."""
+    if memory[-1].isdigit():
+        return f"{memory}Mi"
+    return f"{memory[:-1]}{memory[-1]}i"
+
+
+def offloads(plan: Plan) -> int:
+    """How many of optimizer states and parameters the spec keeps in CPU memory (DeepSpeed ZeRO offload, FSDP
+    cpu offload, which offloads both)."""
+    ds, fsdp = plan.spec.deepspeed, plan.spec.fsdp
+    if fsdp.enable_fsdp and fsdp.fsdp_cpu_offload:
+        return 2
+    if not ds.apply_deepspeed:
+        return 0
+    return int(ds.offload_optimizer) + int(ds.offload_param and str(ds.deepspeed_stage) == "3")
+
+
+def worker_pod_memory(plan: Plan) -> str:
+    """resources.memory; else 32Gi per GPU (the Job's) plus 32Gi per GPU for each CPU offload; else 8Gi (CPU)."""
+    job = plan.job
+    if plan.spec.resources.memory:
+        return memory_quantity(plan.spec.resources.memory)
+    if not use_gpu(plan):
+        return CPU_POD_MEMORY
+    gpus = job.processes_per_node
+    return f"{(MEMORY_PER_GPU_GB + OFFLOAD_MEMORY_PER_GPU_GB * offloads(plan)) * gpus}Gi"
 
 
 def worker_pod_resources(plan: Plan) -> dict[str, str]:
+    """One pod per node: the job's CPUs per node, memory for it, and its processes' GPUs."""
     o = options(plan)
     if o.worker_pod_resources is not None:
         return {k: str(v) for k, v in o.worker_pod_resources.items()}
-    res = plan.spec.resources
-    out = {"cpu": str(res.processes_per_node * (res.cpus_per_process or 1)), "memory": _memory_quantity(res.memory)}
+    out = {"cpu": str(plan.job.cpus_per_node), "memory": worker_pod_memory(plan)}
     if use_gpu(plan):
-        out["nvidia.com/gpu"] = str(res.processes_per_node)
+        out[GPU_RESOURCE] = str(plan.job.processes_per_node)
+    return out
+
+
+def image(plan: Plan) -> str:
+    """targets.ray.image, else Ray's image of ray_version: its GPU variant (CUDA) for a GPU job."""
+    o = options(plan)
+    return o.image or f"rayproject/ray:{o.ray_version}{'-gpu' if use_gpu(plan) else ''}"
+
+
+def gpu_placement(plan: Plan) -> dict[str, Any]:
+    """What a worker pod's spec adds for GPUs: the node selector (or an affinity on the GPU product of the
+    accelerator type) and a toleration of the nvidia.com/gpu taint of GPU nodes."""
+    o = options(plan)
+    if not use_gpu(plan):
+        return {"nodeSelector": dict(o.node_selector)} if o.node_selector else {}
+    out: dict[str, Any] = {}
+    products = GPU_PRODUCTS.get(accelerator_type(plan) or "")
+    if o.node_selector:
+        out["nodeSelector"] = dict(o.node_selector)
+    elif products:
+        term = {"matchExpressions": [{"key": GPU_PRODUCT_LABEL, "operator": "In", "values": list(products)}]}
+        out["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
+    out["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
     return out
 
 
@@ -396,7 +533,6 @@ def kuberay_manifest(plan: Plan) -> dict[str, Any]:
     """A RayJob (ray.io/v1): a cluster made for the job, the same entrypoint and runtime_env, then deleted."""
     o = options(plan)
     name = kubernetes_name(plan.name)
-    image = o.image or f"rayproject/ray:{o.ray_version}"
     secret = kubernetes_secret(plan)
     working_dir = o.working_dir if o.working_dir is not None and is_uri(o.working_dir) else None
     env_yaml = _yaml(runtime_env(plan, working_dir))
@@ -404,7 +540,19 @@ def kuberay_manifest(plan: Plan) -> dict[str, Any]:
     if o.namespace:
         metadata["namespace"] = o.namespace
     metadata["annotations"] = {f"ftc.dev/{k.removeprefix('ftc_')}": v for k, v in job_metadata(plan).items()}
-    workers = plan.spec.resources.nodes
+    workers = plan.job.nodes
+    group: dict[str, Any] = {
+        "groupName": "workers",
+        "replicas": workers,
+        "minReplicas": workers,
+        "maxReplicas": workers,
+        "rayStartParams": {},
+    }
+    ray_type = accelerator_type(plan)
+    if ray_type:  # Ray detects A100, not A100-80G: the pods declare the type that ScalingConfig asks for
+        group["resources"] = {f"{ACCELERATOR_PREFIX}{ray_type}": "1"}
+    pod = {"containers": [_container(plan, "ray-worker", image(plan), worker_pod_resources(plan), secret)], **gpu_placement(plan)}
+    group["template"] = {"spec": pod}
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
@@ -424,21 +572,10 @@ def kuberay_manifest(plan: Plan) -> dict[str, Any]:
                     # The head runs the entrypoint and Ray Train's controller (no CPU needed), no training worker.
                     "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
                     "template": {
-                        "spec": {"containers": [_container(plan, "ray-head", image, {k: str(v) for k, v in o.head_pod_resources.items()}, secret)]}
+                        "spec": {"containers": [_container(plan, "ray-head", image(plan), {k: str(v) for k, v in o.head_pod_resources.items()}, secret)]}
                     },
                 },
-                "workerGroupSpecs": [
-                    {
-                        "groupName": "workers",
-                        "replicas": workers,
-                        "minReplicas": workers,
-                        "maxReplicas": workers,
-                        "rayStartParams": {},
-                        "template": {
-                            "spec": {"containers": [_container(plan, "ray-worker", image, worker_pod_resources(plan), secret)]}
-                        },
-                    }
-                ],
+                "workerGroupSpecs": [group],
             },
         },
     }
@@ -463,7 +600,11 @@ class RayBackend(Backend):
             "FTC401", "error", "worker resource out of range",
             "worker_resources values must be positive, and an accelerator_type:X value in (0, 1] (a node has 1 of it).",
         ),
-        TargetRule("FTC402", "error", "use_gpu unlike the device", "targets.ray.use_gpu must agree with resources.device."),
+        TargetRule(
+            "FTC402", "error", "use_gpu unlike the device",
+            "targets.ray.use_gpu (or an accelerator_type:X worker resource) must agree with the job's device: "
+            "resources.device auto or gpu is one GPU per process on ray, cpu is none.",
+        ),
         TargetRule(
             "FTC403", "error", "GPUs for workers that do not use them",
             "A GPU count in worker_resources needs use_gpu: Ray refuses GPUs for CPU workers.",
@@ -485,9 +626,18 @@ class RayBackend(Backend):
             "A KubeRay cluster cannot see a local working_dir: give a URI, or put the folder in the image.",
         ),
         TargetRule(
-            "FTC408", "warning", "$NAME in env.vars",
-            "Ray expands $NAME and ${NAME} in env.vars when it starts the job's processes; the entrypoint sets the "
-            "literal value again for the runtime, but what reads the variable earlier sees the expanded one.",
+            "FTC409", "warning", "more GPUs in one pod than a node has",
+            f"A KubeRay worker pod (one per node) asking for more than {MAX_GPUS_PER_POD} GPUs waits for a node that "
+            "does not exist: spread the processes with resources.nodes.",
+        ),
+        TargetRule(
+            "FTC410", "error", "two accelerator types",
+            "resources.accelerator_type and an accelerator_type:X in worker_resources must name the same type.",
+        ),
+        TargetRule(
+            "FTC411", "warning", "accelerator type without a node label",
+            "ftc knows no nvidia.com/gpu.product value of resources.accelerator_type: the KubeRay worker pods are not "
+            "kept to such nodes unless targets.ray.node_selector says how.",
         ),
     )
 
@@ -500,6 +650,9 @@ class RayBackend(Backend):
             "manifest": kuberay_manifest(plan),
             "num_workers": settings["num_workers"],
             "use_gpu": settings["use_gpu"],
+            "accelerator_type": settings["accelerator_type"],
+            "worker_pods": plan.job.nodes,
+            "pod_gpus": worker_pod_resources(plan).get(GPU_RESOURCE),
             "max_failures": o.max_failures,
             "num_to_keep": settings["num_to_keep"],
             "job_env": JOB_ENV,
@@ -527,22 +680,7 @@ class RayBackend(Backend):
                     Finding.error("FTC401", ("resources", "worker_resources", name), f"is {value}: Ray resources must be positive")
                 )
         gpu = use_gpu(plan)
-        if gpu and res.device == "cpu":
-            found.append(
-                Finding.error(
-                    "FTC402", (*key, "use_gpu"),
-                    "is true but resources.device is cpu: the workers would hold GPUs and train on CPU; "
-                    "set device: gpu (or auto) or use_gpu: false",
-                )
-            )
-        if not gpu and res.device == "gpu":
-            found.append(
-                Finding.error(
-                    "FTC402", (*key, "use_gpu"),
-                    "is false but resources.device is gpu: Ray would give the workers no GPU and the runtime would stop; "
-                    "remove use_gpu or set device: cpu",
-                )
-            )
+        found += _device_findings(plan, gpu)
         gpus = res.worker_resources.get("GPU")
         if gpus is not None and gpus > 0 and not gpu:
             found.append(
@@ -577,16 +715,7 @@ class RayBackend(Backend):
                     "sees, or --output_dir at submit",
                 )
             )
-        for name, value in plan.spec.env.vars.items():
-            if _RAY_EXPANDS.search(value):
-                found.append(
-                    Finding.warning(
-                        "FTC408", ("env", "vars", name),
-                        "holds $NAME or ${NAME}, which Ray expands in runtime_env env_vars when it starts the job's "
-                        "processes (an unset ${NAME} becomes empty); ftc's entrypoint sets the literal value again "
-                        "before the runtime starts, but what reads the variable earlier sees the expanded one",
-                    )
-                )
+        found += _accelerator_findings(plan, gpu)
         if o.image and o.working_dir is not None and not is_uri(o.working_dir):
             found.append(
                 Finding.warning(
@@ -601,6 +730,66 @@ class RayBackend(Backend):
     def submit(self, build_dir: Path, args: list[str], address: str | None = None) -> int:
         """Submit job.yaml with the Ray job SDK, follow the logs, return 0 when the job SUCCEEDED."""
         return submit_job(Path(build_dir), args, address)
+
+
+def _device_findings(plan: Plan, gpu: bool) -> list[Finding]:
+    """FTC402: use_gpu against the job's device."""
+    key = ("targets", "ray", "use_gpu")
+    device = plan.job.device
+    if gpu and device == "cpu":
+        asked = "is true" if options(plan).use_gpu else "names an accelerator type (GPU workers)"
+        return [
+            Finding.error(
+                "FTC402", key if options(plan).use_gpu else ("resources", "worker_resources"),
+                f"{asked} but resources.device is cpu: the workers would hold GPUs and train on CPU; "
+                "set device: gpu (or auto), or ask for no GPU",
+            )
+        ]
+    if not gpu and device == "gpu":
+        return [
+            Finding.error(
+                "FTC402", key,
+                "is false but the job's device is gpu (resources.device auto or gpu: one GPU per process on ray): Ray "
+                "would give the workers no GPU and the runtime would stop; remove use_gpu or set device: cpu",
+            )
+        ]
+    return []
+
+
+def _accelerator_findings(plan: Plan, gpu: bool) -> list[Finding]:
+    """FTC409 (GPUs in one pod), FTC410 (two accelerator types), FTC411 (a type without a node label)."""
+    res, job = plan.spec.resources, plan.job
+    found: list[Finding] = []
+    if gpu and job.processes_per_node > MAX_GPUS_PER_POD and options(plan).worker_pod_resources is None:
+        where = "num_devices" if res.num_devices is not None and res.nodes == 1 else "processes_per_node"
+        found.append(
+            Finding.warning(
+                "FTC409", ("resources", where),
+                f"puts {job.processes_per_node} GPU processes on one node: the KubeRay worker pod asks for "
+                f"{job.processes_per_node} GPUs, more than a node has ({MAX_GPUS_PER_POD} at most on common ones); set "
+                f"resources.nodes (e.g. nodes: {-(-job.processes_per_node // MAX_GPUS_PER_POD)})",
+            )
+        )
+    named = resource_accelerator_types(plan)
+    if job.accelerator_type and any(t != job.accelerator_type for t in named):
+        found.append(
+            Finding.error(
+                "FTC410", ("resources", "worker_resources"),
+                f"asks for accelerator type {', '.join(named)} but resources.accelerator_type is {job.accelerator_type}: "
+                "name one type",
+            )
+        )
+    ray_type = accelerator_type(plan)
+    if ray_type and ray_type not in GPU_PRODUCTS and options(plan).node_selector is None:
+        found.append(
+            Finding.warning(
+                "FTC411", ("resources", "accelerator_type") if job.accelerator_type else ("resources", "worker_resources"),
+                f"is {ray_type}, for which ftc knows no nvidia.com/gpu.product node label (it knows "
+                f"{', '.join(GPU_PRODUCTS)}): the KubeRay worker pods may land on other GPU nodes; set "
+                "targets.ray.node_selector",
+            )
+        )
+    return found
 
 
 def _no_periodic_checkpoints(plan: Plan) -> bool:

@@ -296,7 +296,6 @@ class SlurmBackend(Backend):
     name = "slurm"
     summary = "job.sbatch: sbatch script; one srun task per node runs torchrun (c10d rendezvous), optional requeue"
     Options = SlurmOptions
-    renders_from_job = True
     rules = (
         TargetRule("FTC301", "error", "GPUs on a CPU run", "gpus_per_node asks for GPUs but resources.device is cpu."),
         TargetRule(

@@ -128,6 +128,5 @@ def build_plan(resolved: Resolved, target: str, base_dir: str) -> Plan:
     options = getattr(resolved.spec.targets, target)  # type: ignore[attr-defined]
     job = job_for(resolved.spec, options, backend.runs_on_cluster)
     config = resolved.runtime_config(base_dir)
-    if backend.renders_from_job:
-        config["resources"]["device"] = job.device  # what the job asked for: the runtime refuses a node without it
+    config["resources"]["device"] = job.device  # what the job asked for: the runtime refuses a node without it
     return Plan(resolved=resolved, target=target, options=options, config=config, job=job)

@@ -5,11 +5,15 @@
 JSON document from the job's runtime_env:
 
     {"config": <ftc.resolved.json>, "env": <env.vars>, "spec_root": <the spec's folder, relative to the
-     working dir>, "secrets": [<names>], "train": {num_workers, use_gpu, resources_per_worker, placement_strategy,
-     storage_path, storage_default, run_name, num_to_keep, max_failures, trainer_resources}}
+     working dir>, "secrets": [<names>], "train": {num_workers, use_gpu, accelerator_type, resources_per_worker,
+     placement_strategy, storage_path, storage_default, run_name, num_to_keep, max_failures, trainer_resources}}
 
 then starts a `TorchTrainer` whose workers each run the shared trainer (ftc.runtime.trainer.run;
-Ray Train has set up the process group: gloo on CPU, nccl on GPU). Every checkpoint the Trainer
+Ray Train has set up the process group: gloo on CPU, nccl on GPU). env.vars references (`${NAME}`) are
+expanded by Ray on the node; the entrypoint and every worker empty those Ray leaves unset (an unset
+`${lower_case}`), so each value is what bash would give (ftc.spec.env_values). With `FTC_CHECK=rendezvous`
+(env.vars, or the nodes' environment) the workers join a gloo process group, all-reduce, print their rank
+and the GPU ids Ray gave them, and stop: no data, no model, no CUDA call. Every checkpoint the Trainer
 saves is reported to Ray Train by rank 0 (`ray.train.report`, after a barrier so that every rank
 has written its part). When Ray Train restarts the worker group after a failure
 (FailureConfig.max_failures), each worker copies the last checkpoint Ray recorded into its
@@ -32,7 +36,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,8 @@ from typing import Any
 from ftc.errors import FtcError
 from ftc.runtime.config import RunConfig, load_config, parse_args
 from ftc.runtime.errors import UsageError
+from ftc.runtime.main import CHECK_ENV, CHECKS
+from ftc.spec import env_values
 
 PROG = "ftc.runtime.ray_entry"
 JOB_ENV = "FTC_RAY_JOB"
@@ -92,10 +98,36 @@ def read_job(environ: dict[str, str] | None = None) -> dict[str, Any]:
     return job
 
 
-def apply_env(job: dict[str, Any]) -> None:
-    """Set env.vars to their literal values: Ray expands $NAME and ${NAME} in runtime_env env_vars."""
-    for name, value in (job.get("env") or {}).items():
-        os.environ[str(name)] = str(value)
+def expanded(name: str, value: str, environ: Mapping[str, str]) -> str:
+    """The env.vars value `value` of `name` as Ray left it in `environ`, with what Ray leaves of unset references
+    emptied, as bash would: env_values.expand(value) in the environment the job started in.
+
+    Ray's runtime_env expands the `${NAME}` references ftc sends (os.path.expandvars, on the node) and then
+    empties the unset `${UPPERCASE}` ones only: an unset `${lower_case}` stays as it is. A name Ray did not set
+    (the entrypoint run by hand) is expanded here.
+    """
+    if name not in environ:
+        return env_values.expand(value, environ)
+    result = environ[name]
+    for ref in env_values.references(value):
+        if ref not in environ:
+            result = result.replace(f"${{{ref}}}", "")
+    return result
+
+
+def apply_env(job: dict[str, Any], environ: MutableMapping[str, str] | None = None) -> None:
+    """Give env.vars their values with references expanded: finish what Ray's runtime_env began."""
+    env = os.environ if environ is None else environ
+    values = {name: expanded(str(name), str(value), env) for name, value in (job.get("env") or {}).items()}
+    env.update(values)
+
+
+def check_mode(environ: Mapping[str, str] | None = None) -> str | None:
+    """FTC_CHECK (env.vars, or the cluster's environment): the check to run instead of training, or None."""
+    check = (os.environ if environ is None else environ).get(CHECK_ENV) or None
+    if check is not None and check not in CHECKS:
+        raise UsageError(f"{CHECK_ENV}={check!r} is not a check; the one there is: {', '.join(CHECKS)}")
+    return check
 
 
 def missing_secrets(job: dict[str, Any], environ: dict[str, str] | None = None) -> list[str]:
@@ -165,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         job = read_job()
         apply_env(job)
+        check_mode()
         check_secrets(job, "the Ray job's driver")
         with loaded_config(job, argv) as cfg:  # bad overrides fail here, before any worker starts
             return fit(job, argv, cfg)
@@ -178,9 +211,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def fit(job: dict[str, Any], argv: list[str], cfg: RunConfig) -> int:
     """Run the TorchTrainer; 0 when training finished, 1 when Ray Train gave up."""
+    check = check_mode()
+    if check:
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every worker's line in the job's log (read when ray is imported)
     import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     train = job["train"]
     if train.get("trainer_resources"):
@@ -192,12 +228,15 @@ def fit(job: dict[str, Any], argv: list[str], cfg: RunConfig) -> int:
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"job": job, "argv": argv},
+        train_loop_config={"job": job, "argv": argv, "check": check},
+        # The check runs on gloo: no NCCL or CUDA call, so it proves the GPUs Ray gives on any machine.
+        torch_config=TorchConfig(backend="gloo") if check else None,
         scaling_config=ScalingConfig(
             num_workers=int(train["num_workers"]),
             use_gpu=bool(train["use_gpu"]),
             resources_per_worker=dict(train.get("resources_per_worker") or {}) or None,
             placement_strategy=str(train.get("placement_strategy") or "PACK"),
+            accelerator_type=train.get("accelerator_type"),
         ),
         run_config=RayRunConfig(
             name=name,
@@ -208,7 +247,9 @@ def fit(job: dict[str, Any], argv: list[str], cfg: RunConfig) -> int:
     )
     _say(
         f"Ray Train: {train['num_workers']} worker(s), use_gpu {bool(train['use_gpu'])}, "
+        f"accelerator_type {train.get('accelerator_type')}, resources per worker {train.get('resources_per_worker')}, "
         f"max_failures {train.get('max_failures', 0)}; run {name} in {storage}"
+        + (f"; {CHECK_ENV}={check}: no training" if check else "")
     )
     try:
         result = trainer.fit()
@@ -232,6 +273,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     apply_env(job)
     rank = ray.train.get_context().get_world_rank()
     check_secrets(job, f"Ray Train worker {rank}")
+    if loop_config.get("check"):
+        check_rendezvous()
+        return
     with loaded_config(job, argv) as cfg:
         restored = ray.train.get_checkpoint()
         if restored is not None:
@@ -240,6 +284,28 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             if rank == 0:
                 log.info("resuming from Ray Train's last checkpoint (step %d, %s)", step, restored.path)
         run_runtime(cfg, [report_callback(rank)])
+
+
+def check_rendezvous() -> None:
+    """FTC_CHECK=rendezvous in a Ray Train worker: all-reduce over the process group Ray Train set up, print
+    the rank and the GPUs Ray gave this worker; no data, no model."""
+    import ray
+    import ray.train
+    import torch
+    import torch.distributed as dist
+
+    context = ray.train.get_context()
+    total = torch.ones(1)
+    dist.all_reduce(total)
+    world = context.get_world_size()
+    if int(total.item()) != world:
+        raise UsageError(f"{CHECK_ENV}=rendezvous: the all-reduce gave {int(total.item())}, not the world size {world}")
+    gpus = ",".join(str(g) for g in ray.get_gpu_ids())
+    print(
+        f"ftc check rendezvous: rank {context.get_world_rank()}/{world} local_rank {context.get_local_rank()} "
+        f"node {context.get_node_rank()} ray_gpu_ids={gpus} CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}",
+        flush=True,
+    )
 
 
 def run_runtime(cfg: RunConfig, callbacks: list[Any]) -> dict[str, float]:

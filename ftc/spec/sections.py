@@ -602,23 +602,25 @@ class ResourcesSection(Section):
     )
     device: Literal["auto", "cpu", "gpu"] = param(
         "auto",
-        "Where the processes train. auto: on GPUs when present, decided at run time (local target); on a cluster "
-        "target that renders from the Job (slurm), one GPU per process, requested and required. cpu: no GPU is "
+        "Where the processes train. auto: on a cluster target (slurm, ray, azureml) one GPU per process, "
+        "requested and required; on the local target GPUs when present, decided at run time. cpu: no GPU is "
         "requested or used. gpu: one GPU per process, required.",
     )
     accelerator_type: str | None = param(
         None,
         "GPU type the job needs, e.g. A10G, A100-80G, H100. Each cluster target maps it to its own form (slurm: the "
-        "GPU type of --gpus-per-node=TYPE:N, or a --constraint node feature with targets.slurm.accelerator_request).",
+        "GPU type of --gpus-per-node=TYPE:N, or a --constraint node feature with targets.slurm.accelerator_request; "
+        "ray: ScalingConfig accelerator_type and a KubeRay node affinity; azureml: the VM size).",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$",
     )
     one_gpu: Flag = param(False, "llama-recipes: run on a single GPU without distribution.")
     cpus_per_process: int | None = param(
-        None, "CPU cores per training process. Default (slurm): 8 per process of a GPU job, else 1.", ge=1
+        None, "CPU cores per training process. Default on a cluster target: 8 per process of a GPU job, else 1.", ge=1
     )
     memory: str | None = param(
         None,
-        "Memory per node, e.g. 64G. Default (slurm): 32G per GPU of a GPU job; a CPU job: the cluster's default.",
+        "Memory per node, e.g. 64G. Default on slurm and ray: 32G per GPU of a GPU job (ray's KubeRay pods: more "
+        "with CPU offload); a CPU job: the cluster's default (KubeRay: 8Gi).",
         pattern=r"^[0-9]+[KMGT]?$",
     )
     worker_resources: dict[str, float] = param(

@@ -5,7 +5,9 @@ outside address to find its own; in a namespace whose only interface is lo, ever
 on 127.0.0.1 and nothing can leave the machine. `RayCluster` makes such a namespace (`ip netns add`,
 a name of its own, so sessions side by side do not meet: each namespace has its own ports), starts
 `ray start --head` in it with usage stats off, a bounded object store and a temp folder of its own,
-and waits until the dashboard's job API answers. Whatever talks to the cluster runs in the
+and waits until the dashboard's job API answers. The head declares NUM_GPUS GPUs (`--num-gpus`): there is
+no GPU here, but Ray schedules on the count it is given, so a job's requests for GPUs are proven (each
+worker gets GPU ids and CUDA_VISIBLE_DEVICES from Ray); CPU jobs take none of them. Whatever talks to the cluster runs in the
 namespace too (`run`, `popen`).
 
 `stop()` ends every process of the namespace by its pid (`ip netns pids`: only what this cluster
@@ -38,6 +40,7 @@ DASHBOARD_PORT = 8265
 GCS_PORT = 6379
 OBJECT_STORE_BYTES = 200_000_000
 NUM_CPUS = 2
+NUM_GPUS = 2  # declared, not real: Ray only schedules them
 # A secret the cluster's nodes hold (env.secrets of the test specs): it must reach the job, never a file.
 SECRET_NAME = "FTC_TEST_SECRET"
 SECRET_VALUE = "not-a-real-secret-4567"
@@ -65,7 +68,7 @@ while True:
 
 
 class RayCluster:
-    """One Ray head (NUM_CPUS CPUs, no GPU) in a loopback-only network namespace."""
+    """One Ray head (NUM_CPUS CPUs, NUM_GPUS declared GPUs) in a loopback-only network namespace."""
 
     def __init__(self, python: Path = Path(sys.executable), env: dict[str, str] | None = None) -> None:
         self.python = Path(python)
@@ -109,7 +112,7 @@ class RayCluster:
                 self.ray, "start", "--head",
                 "--node-ip-address=127.0.0.1", f"--port={GCS_PORT}",
                 "--dashboard-host=127.0.0.1", f"--dashboard-port={DASHBOARD_PORT}",
-                f"--num-cpus={NUM_CPUS}", "--num-gpus=0",
+                f"--num-cpus={NUM_CPUS}", f"--num-gpus={NUM_GPUS}",
                 f"--object-store-memory={OBJECT_STORE_BYTES}",
                 f"--temp-dir={self.temp}", "--disable-usage-stats",
             ],

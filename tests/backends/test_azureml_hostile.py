@@ -31,6 +31,7 @@ from ftc.backends.azureml import AzuremlSubmitError, _job_input_overrides
 from ftc.compiler.build import compile_spec, task_defaults_plan
 from ftc.errors import FtcError, SpecError
 from ftc.runtime.config import load_config, parse_args
+from ftc.spec import env_values
 from ftc.spec.docs import iter_params
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,9 +111,12 @@ def base_spec(task: str) -> dict[str, Any]:
 
 
 def refused_metadata(path: tuple[str, ...], value: str) -> bool:
-    """Settings whose own validation refuses the value (tested below): one-line pip requirements, short versions."""
+    """Settings whose own validation refuses the value (tested below): one-line pip requirements, short versions,
+    env.vars values with a `$` that is not a reference (FTC147, tested with the spec's rules)."""
     if path[-1] in ("ftc_requirement", "pip_packages"):
         return re.search(r"[\x00-\x1f\x7f\x85\u2028\u2029]", value) is not None
+    if path[:2] == ("env", "vars"):
+        return env_values.problem(value) is not None
     return path[-1] == "component_version" and len(value) > 64
 
 
@@ -165,7 +169,8 @@ def run_command(folder: Path, component: dict[str, Any], given: dict[str, Any], 
     command = aml.substitute(component["command"], values, outputs)
     tools = cwd / "tools"
     tools.mkdir(exist_ok=True)
-    (tools / "python").write_text('#!/usr/bin/env bash\nprintf "%s\\0" "$@" > "$ARGV_OUT"\n')
+    stub = '#!/usr/bin/env bash\nprintf "%s\\0" "$@" > "$ARGV_OUT"\nprintf "%s" "${HOSTILE-unset}" > "$ARGV_OUT.env"\n'
+    (tools / "python").write_text(stub)
     (tools / "python").chmod(0o755)
     argv_out = cwd / "argv"
     env = {"PATH": f"{tools}:/usr/bin:/bin", "ARGV_OUT": str(argv_out), "HOME": str(cwd)}
@@ -195,10 +200,12 @@ def test_hostile_values_stay_data(task: str, value: str, tmp_path: Path) -> None
     assert component["description"] == value and pipeline["description"] == value
     assert component["display_name"] == value and pipeline["experiment_name"] == value
     assert component["environment"]["image"] == value
-    assert pipeline["jobs"][aml.STEP]["environment_variables"] == {"HOSTILE": value}
+    env_var = not refused_metadata(("env", "vars", "HOSTILE"), value)
+    literal = env_var and not env_values.references(value)
+    assert pipeline["jobs"][aml.STEP].get("environment_variables") == ({"HOSTILE": value} if literal else None)
     assert pipeline["settings"]["default_compute"] == f"azureml:{value}"  # a named cluster: instance_type is dropped
     if not refused_metadata(("targets", "azureml", "pip_packages"), value):
-        assert conda["dependencies"][-1]["pip"] == [value, value]
+        assert conda["dependencies"][-1]["pip"] == [f"torch=={aml.TORCH_VERSION}", value, value]
     assert aml.check_component(component) == []
 
     # Every value is in the resolved config byte for byte.
@@ -209,6 +216,8 @@ def test_hostile_values_stay_data(task: str, value: str, tmp_path: Path) -> None
     # The command, substituted as Azure ML does, runs nothing; the runtime gets every value back.
     argv = run_command(folder, component, build.given, tmp_path)
     assert not list(tmp_path.rglob("CANARY")) and not (REPO / "CANARY").exists()
+    exported = (tmp_path / "argv.env").read_text()
+    assert exported == (env_values.expand(value, {"HOME": str(tmp_path)}) if env_var and not literal else "unset")
     spec = runtime_spec(folder, argv, tmp_path)
     for i in build.inputs:
         if not i.is_data:

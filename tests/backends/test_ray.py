@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -36,11 +37,12 @@ from ftc.compiler.build import compile_spec, load_resolved
 from ftc.compiler.plan import build_plan
 from ftc.errors import SpecError
 from ftc.runtime import ray_entry
-from tests.backends.ray_cluster import SECRET_NAME, SECRET_VALUE, RayCluster, ray_cluster  # noqa: F401  (the session fixture)
+from ftc.spec import env_values
+from tests.backends.ray_cluster import NUM_GPUS, SECRET_NAME, SECRET_VALUE, RayCluster, ray_cluster  # noqa: F401  (the session fixture)
 from tests.conftest import MINIMAL
 
 REPO = Path(__file__).resolve().parents[2]
-SCHEMA = json.loads((Path(__file__).parent / "fixtures" / "kuberay" / "rayjob-v1.schema.json").read_text())
+KUBERAY_FIXTURES = Path(__file__).parent / "fixtures" / "kuberay"
 PYTHON = sys.executable
 
 
@@ -110,10 +112,11 @@ def test_artifacts_and_job_yaml(write_spec: Callable[..., Path], tmp_path: Path)
     assert data["config"] == json.loads((folder / "ftc.resolved.json").read_text())
     assert data["spec_root"] == "."
     assert data["secrets"] == ["HF_TOKEN"]
-    assert data["train"] == {
+    assert data["train"] == {  # device auto: one GPU per process on a cluster target
         "num_workers": 2,
-        "use_gpu": False,
-        "resources_per_worker": {},
+        "use_gpu": True,
+        "accelerator_type": None,
+        "resources_per_worker": {"CPU": 8.0},
         "trainer_resources": {},
         "placement_strategy": "PACK",
         "storage_path": None,
@@ -140,14 +143,96 @@ def test_defaults_follow_the_spec(write_spec: Callable[..., Path], tmp_path: Pat
     train = payload(folder)["train"]
     assert train["num_workers"] == 8  # num_devices (Anyscale) = nodes x processes_per_node
     assert train["use_gpu"] is True
+    assert train["accelerator_type"] == "A10G"
     assert train["resources_per_worker"] == {"accelerator_type:A10G": 0.001, "CPU": 6.0}
     assert train["num_to_keep"] is None  # save_total_limit -1: keep all
     assert train["max_failures"] == 0
     workers = manifest(folder)["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     assert workers["replicas"] == workers["minReplicas"] == workers["maxReplicas"] == 2
     assert workers["template"]["spec"]["containers"][0]["resources"]["limits"] == {
-        "cpu": "24", "memory": "64G", "nvidia.com/gpu": "4",
+        "cpu": "24", "memory": "64Gi", "nvidia.com/gpu": "4",  # memory: SLURM's G is binary: Gi
     }
+
+
+ISSUE_SPEC = (REPO / "tests" / "golden" / "llm_lora_2x8_gpu" / "spec.yaml").read_text()
+
+
+def worker_group(folder: Path) -> dict[str, Any]:
+    return manifest(folder)["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+
+
+def worker_pod(folder: Path) -> dict[str, Any]:
+    return worker_group(folder)["template"]["spec"]
+
+
+def test_gpu_job_asks_for_its_gpus(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    """The issue's spec (2 nodes x 8 processes, device auto): 16 GPU workers, 2 pods of 8 GPUs, the GPU image."""
+    spec = ISSUE_SPEC.replace("processes_per_node: 8}", "processes_per_node: 8, accelerator_type: H100}")
+    folder = compile_ray(write_spec, tmp_path, spec)
+    train = payload(folder)["train"]
+    assert (train["num_workers"], train["use_gpu"], train["accelerator_type"]) == (16, True, "H100")
+    assert train["resources_per_worker"] == {"CPU": 8.0}
+    assert payload(folder)["config"]["resources"]["device"] == "gpu"  # the runtime refuses a node without CUDA
+    group = worker_group(folder)
+    assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 2
+    assert group["resources"] == {"accelerator_type:H100": "1"}  # the Ray resource ScalingConfig(accelerator_type) asks for
+    pod = worker_pod(folder)
+    (container,) = pod["containers"]
+    expected = {"cpu": "64", "memory": "256Gi", "nvidia.com/gpu": "8"}
+    assert container["resources"] == {"requests": expected, "limits": expected}
+    assert container["image"] == "rayproject/ray:2.60.0-gpu"
+    (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term == {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-PCIe", "NVIDIA-H100-NVL"]}]}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    header = (folder / "kuberay-rayjob.yaml").read_text().splitlines()[1]
+    assert "2 worker pod(s), 8 GPU(s) each" in header
+    assert "16 Ray Train worker(s) with a GPU each (H100)" in (folder / "job.yaml").read_text()
+
+
+def test_cpu_job_asks_for_no_gpu(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    folder = compile_ray(write_spec, tmp_path, MINIMAL + "resources: {nodes: 2, processes_per_node: 3, device: cpu}\n")
+    train = payload(folder)["train"]
+    assert (train["use_gpu"], train["accelerator_type"], train["resources_per_worker"]) == (False, None, {"CPU": 1.0})
+    pod = worker_pod(folder)
+    (container,) = pod["containers"]
+    assert container["resources"]["limits"] == {"cpu": "3", "memory": "8Gi"}
+    assert container["image"] == "rayproject/ray:2.60.0"
+    assert set(pod) == {"containers"} and "resources" not in worker_group(folder)  # no GPU affinity, toleration or type
+    assert "on CPU" in (folder / "job.yaml").read_text().splitlines()[1]
+
+
+def test_accelerator_worker_resource_asks_for_gpus(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    """Anyscale's way (the issue measured CPU workers): accelerator_type:X in worker_resources means GPU workers of X."""
+    spec = ISSUE_SPEC.replace("resources: {nodes: 2, processes_per_node: 8}", "resources: {num_devices: 16, nodes: 2, worker_resources: {'accelerator_type:A10G': 0.001}}")
+    folder = compile_ray(write_spec, tmp_path, spec)
+    train = payload(folder)["train"]
+    assert (train["num_workers"], train["use_gpu"], train["accelerator_type"]) == (16, True, "A10G")
+    assert train["resources_per_worker"] == {"CPU": 8.0, "accelerator_type:A10G": 0.001}
+    assert worker_pod(folder)["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert worker_pod(folder)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["NVIDIA-A10G"]
+
+
+@pytest.mark.parametrize(
+    "extra, per_gpu",
+    [
+        ("", 32),
+        ("deepspeed: {apply_deepspeed: true, deepspeed_stage: 2, offload_optimizer: true}\n", 64),
+        ("deepspeed: {apply_deepspeed: true, deepspeed_stage: 3, offload_optimizer: true, offload_param: true}\n", 96),
+        ("fsdp: {enable_fsdp: true, fsdp_cpu_offload: true}\n", 96),
+    ],
+)
+def test_worker_memory_grows_with_cpu_offload(write_spec: Callable[..., Path], tmp_path: Path, extra: str, per_gpu: int) -> None:
+    folder = compile_ray(write_spec, tmp_path, MINIMAL + "resources: {nodes: 2, processes_per_node: 4}\n" + extra)
+    assert worker_pod(folder)["containers"][0]["resources"]["limits"]["memory"] == f"{per_gpu * 4}Gi"
+
+
+def test_node_selector_option(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    option = "targets: {ray: {node_selector: {cloud.google.com/gke-accelerator: nvidia-h100-80gb}}}\n"
+    folder = compile_ray(write_spec, tmp_path, MINIMAL + "resources: {accelerator_type: H100}\n" + option)
+    pod = worker_pod(folder)
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
+    assert "affinity" not in pod
 
 
 @pytest.mark.parametrize(
@@ -234,12 +319,17 @@ def test_bad_options(write_spec: Callable[..., Path], tmp_path: Path, option: st
         ("resources: {worker_resources: {CPU: -1}}\n", "FTC401", "error", "resources.worker_resources.CPU"),
         ("resources: {device: cpu}\ntargets: {ray: {use_gpu: true}}\n", "FTC402", "error", "targets.ray.use_gpu"),
         ("resources: {device: gpu}\ntargets: {ray: {use_gpu: false}}\n", "FTC402", "error", "targets.ray.use_gpu"),
-        ("resources: {worker_resources: {GPU: 1}}\n", "FTC403", "error", "resources.worker_resources.GPU"),
+        ("resources: {device: cpu, worker_resources: {GPU: 1}}\n", "FTC403", "error", "resources.worker_resources.GPU"),
         ("evaluation: {evaluation_strategy: 'no'}\ntargets: {ray: {max_failures: 3}}\n", "FTC404", "warning", "targets.ray.max_failures"),
         ("resources: {trainer_resources: {CPU: 1}}\n", "FTC405", "warning", "resources.trainer_resources"),
         ("checkpointing: {output_dir: out}\n", "FTC406", "warning", "checkpointing.output_dir"),
         ("targets: {ray: {image: 'me/ftc:1'}}\n", "FTC407", "warning", "targets.ray.working_dir"),
-        ("env: {vars: {DATA: '${HOME}/data'}}\n", "FTC408", "warning", "env.vars.DATA"),
+        ("resources: {device: cpu, worker_resources: {'accelerator_type:A10G': 0.001}}\n", "FTC402", "error", "resources.worker_resources"),
+        ("targets: {ray: {use_gpu: false}}\n", "FTC402", "error", "targets.ray.use_gpu"),  # auto: a GPU per process
+        ("resources: {num_devices: 16}\n", "FTC409", "warning", "resources.num_devices"),
+        ("resources: {nodes: 2, processes_per_node: 12}\n", "FTC409", "warning", "resources.processes_per_node"),
+        ("resources: {accelerator_type: H100, worker_resources: {'accelerator_type:A10G': 0.001}}\n", "FTC410", "error", "resources.worker_resources"),
+        ("resources: {accelerator_type: MI300X}\n", "FTC411", "warning", "resources.accelerator_type"),
     ],
 )
 def test_lint_rules(write_spec: Callable[..., Path], text: str, rule: str, severity: str, key: str) -> None:
@@ -247,10 +337,20 @@ def test_lint_rules(write_spec: Callable[..., Path], text: str, rule: str, sever
     assert (rule, severity, key) in found
 
 
+def test_rules_that_are_gone(write_spec: Callable[..., Path]) -> None:
+    """env.vars references expand on the node (FTC408 is gone); a CPU job of 16 processes fits a pod (no FTC409)."""
+    assert "FTC408" not in {rule.id for rule in RayBackend.rules}
+    spec = MINIMAL + "checkpointing: {output_dir: /shared/runs/tc}\nenv: {vars: {DATA: '${HOME}/data'}}\n"
+    assert RayBackend().check(plan_for(write_spec, spec + "resources: {num_devices: 16, device: cpu}\n")) == []
+    found = RayBackend().check(plan_for(write_spec, spec + "resources: {num_devices: 16, nodes: 2}\n"))
+    assert found == []
+
+
 def test_clean_specs_have_no_findings(write_spec: Callable[..., Path]) -> None:
     clean = MINIMAL + "checkpointing: {output_dir: /shared/runs/tc}\n"
     for text in (
         clean,
+        clean + "resources: {nodes: 2, processes_per_node: 8, accelerator_type: A100-80G}\n",
         clean + "resources: {device: gpu, processes_per_node: 4, worker_resources: {'accelerator_type:A100': 0.001, GPU: 1}}\n"
         "targets: {ray: {max_failures: 2, image: 'me/ftc:1', working_dir: 's3://b/p.zip'}}\n",
     ):
@@ -265,8 +365,54 @@ def test_lint_error_stops_the_compile(write_spec: Callable[..., Path], tmp_path:
 # --------------------------------------------------------------------------- KubeRay
 
 
+def strict(schema: Any) -> Any:
+    """The CRD's schema, refusing unknown fields where it lists the fields, as `kubectl apply --validate=strict`
+    does (the API server would prune them silently): every object with `properties` and neither
+    `additionalProperties` nor `x-kubernetes-preserve-unknown-fields` gets `additionalProperties: false`."""
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: strict(value) for key, value in schema.items()}
+    if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    return out
+
+
+# KubeRay v1.7.0's RayJob CRD, version v1 (README.md there). `x-kubernetes-*` keys (CEL rules, list types,
+# int-or-string) mean nothing to jsonschema; quantities are `anyOf: [integer, string]` with a pattern that
+# applies to strings, so "8Gi" and 8 pass and "lots" fails, as in Kubernetes.
+CRD_SCHEMA = strict(json.loads((KUBERAY_FIXTURES / "rayjob-v1.openapi.json").read_text()))
+KUBERAY_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # KubeRay's webhook: a DNS-1035 label, 47 at most
+
+
+def validate_rayjob(doc: dict[str, Any]) -> None:
+    """What the API server and KubeRay's validation check: the CRD's schema, and the name rule of its webhook."""
+    jsonschema.validate(doc, CRD_SCHEMA, cls=jsonschema.Draft7Validator)
+    name = doc["metadata"]["name"]
+    if not (KUBERAY_NAME.match(name) and len(name) <= 47):
+        raise jsonschema.ValidationError(f"metadata.name {name!r} is not a DNS-1035 label of 47 characters at most")
+
+
+def test_vendored_crd_is_kuberays() -> None:
+    """The fixture is the v1 openAPIV3Schema of a RayJob CRD: the fields ftc writes are all there."""
+    raw = json.loads((KUBERAY_FIXTURES / "rayjob-v1.openapi.json").read_text())
+    spec = raw["properties"]["spec"]["properties"]
+    assert {"entrypoint", "runtimeEnvYAML", "submissionMode", "rayClusterSpec", "shutdownAfterJobFinishes"} <= set(spec)
+    group = spec["rayClusterSpec"]["properties"]["workerGroupSpecs"]["items"]
+    assert {"resources", "rayStartParams", "replicas", "template"} <= set(group["properties"])
+    pod = group["properties"]["template"]["properties"]["spec"]["properties"]
+    assert {"affinity", "tolerations", "nodeSelector", "containers"} <= set(pod)
+
+
 KUBERAY_SPECS = {
     "minimal": MINIMAL,
+    "cpu": MINIMAL + "resources: {nodes: 2, processes_per_node: 2, device: cpu}\n",
+    "issue 12: 2 nodes x 8 GPUs, H100, ZeRO-3 offload": ISSUE_SPEC.replace("processes_per_node: 8}", "processes_per_node: 8, accelerator_type: H100}")
+    + "deepspeed: {apply_deepspeed: true, deepspeed_stage: 3, offload_optimizer: true, offload_param: true}\n",
+    "num_devices 16 on one node, node selector": MINIMAL
+    + "resources: {num_devices: 16, worker_resources: {'accelerator_type:A10G': 0.001}}\n"
+    + "targets: {ray: {node_selector: {node.kubernetes.io/instance-type: g5.48xlarge}}}\n",
     "gpu, secrets, namespace, image": MINIMAL
     + textwrap.dedent(
         """\
@@ -290,7 +436,7 @@ KUBERAY_SPECS = {
 def test_kuberay_manifest_validates(write_spec: Callable[..., Path], tmp_path: Path, case: str) -> None:
     folder = compile_ray(write_spec, tmp_path, KUBERAY_SPECS[case])
     doc = manifest(folder)
-    jsonschema.validate(doc, SCHEMA, cls=jsonschema.Draft202012Validator)
+    validate_rayjob(doc)
     spec = doc["spec"]
     assert spec["entrypoint"] == read_job(folder)["submit_job"]["entrypoint"]
     assert spec["submissionMode"] == "HTTPMode"
@@ -300,6 +446,20 @@ def test_kuberay_manifest_validates(write_spec: Callable[..., Path], tmp_path: P
     assert kuberay_env.get("pip") == job_env.get("pip")
     for group in spec["rayClusterSpec"]["workerGroupSpecs"]:
         assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "tests" / "golden").glob("*/ray/kuberay-rayjob.yaml")), ids=lambda p: p.parts[-3])
+def test_golden_kuberay_manifests_validate(path: Path) -> None:
+    validate_rayjob(yaml.safe_load(path.read_text()))
+
+
+def test_golden_gpu_case_asks_for_2_pods_of_8_gpus() -> None:
+    folder = REPO / "tests" / "golden" / "llm_lora_2x8_gpu" / "ray"
+    assert payload(folder)["train"]["use_gpu"] is True and payload(folder)["train"]["num_workers"] == 16
+    group = worker_group(folder)
+    assert group["replicas"] == 2
+    (container,) = group["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "8" and container["image"].endswith("-gpu")
 
 
 def test_kuberay_values(write_spec: Callable[..., Path], tmp_path: Path) -> None:
@@ -328,21 +488,26 @@ def test_kuberay_names() -> None:
     "path, value",
     [
         (("spec", "rayClusterSpec", "headGroupSpec", "rayStartParam"), {}),  # a misspelt key
+        (("spec", "rayClusterSpec", "workerGroupSpecs", 0, "template", "spec", "toleration"), []),
         (("metadata", "name"), "Not_A_Label"),
-        (("spec", "submissionMode"), "BatchMode"),
         (("spec", "rayClusterSpec", "workerGroupSpecs", 0, "template", "spec", "containers", 0, "resources", "limits", "cpu"), "two"),
-        (("spec", "ttlSecondsAfterFinished"), -1),
+        (("spec", "rayClusterSpec", "workerGroupSpecs", 0, "template", "spec", "containers", 0, "resources", "limits", "nvidia.com/gpu"), "8 GPUs"),
+        (("spec", "rayClusterSpec", "workerGroupSpecs", 0, "replicas"), "2"),
+        (("spec", "rayClusterSpec", "workerGroupSpecs", 0, "resources", "accelerator_type:H100"), 1),  # a string map
+        (("spec", "rayClusterSpec", "workerGroupSpecs", 0, "template", "spec", "tolerations", 0, "effect"), ["NoSchedule"]),
+        (("spec", "shutdownAfterJobFinishes"), "yes"),
     ],
 )
 def test_schema_catches_mistakes(write_spec: Callable[..., Path], tmp_path: Path, path: tuple[Any, ...], value: Any) -> None:
     """The schema is strict enough to notice a wrong manifest (so its passing means something)."""
-    doc = manifest(compile_ray(write_spec, tmp_path, MINIMAL))
+    doc = manifest(compile_ray(write_spec, tmp_path, KUBERAY_SPECS["issue 12: 2 nodes x 8 GPUs, H100, ZeRO-3 offload"]))
+    validate_rayjob(doc)
     node = doc
     for part in path[:-1]:
         node = node[part]
     node[path[-1]] = value
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(doc, SCHEMA, cls=jsonschema.Draft202012Validator)
+        validate_rayjob(doc)
 
 
 # --------------------------------------------------------------------------- hostile values
@@ -354,7 +519,22 @@ HOSTILE = [
     "trailing backslash \\",
     "unicode \u2028 é ✓ \x85 end",
     "--not-an-option",
+    "refs ${ftc_unset_lower} $FTC_UNSET_UPPER ${HOME} $HOME_ftc_unset end",
 ]
+
+
+def env_value(value: str) -> str:
+    """`value` as an env.vars value: without the `$` that start no reference (FTC147 refuses them)."""
+    return "".join(text.replace("$", "") if name is None else f"${{{name}}}" for text, name in env_values.parts(value))
+
+
+def ray_update_envs(monkeypatch: pytest.MonkeyPatch, env_vars: dict[str, str]) -> dict[str, str]:
+    """The environment a Ray job's process starts in: Ray's own runtime_env code applied to a copy of this one."""
+    from ray._private.utils import update_envs
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # update_envs and expandvars read and write os.environ
+    update_envs(env_vars)
+    return dict(os.environ)
 
 
 def _multiline(value: str) -> bool:
@@ -391,7 +571,7 @@ def hostile_project(root: Path, value: str) -> tuple[Path, Path, Path]:
         "model": value,
         "data": {"train_file_path": value, "validation_file_path": f"{value}/v.jsonl"},
         "checkpointing": {"output_dir": f"/tmp/out {value}"},
-        "env": {"vars": {"HOSTILE": value, "FTC_FAKE_OUT": str(record)}},
+        "env": {"vars": {"HOSTILE": env_value(value), "FTC_FAKE_OUT": str(record)}},
         "targets": {"ray": {"python": str(python), "storage_path": value}},
     }
     if not _multiline(value):  # a pattern of excludes is one line (refused otherwise: test_bad_options)
@@ -401,13 +581,14 @@ def hostile_project(root: Path, value: str) -> tuple[Path, Path, Path]:
     return path, python, record
 
 
-def _check_record(record: Path, value: str) -> dict[str, Any]:
-    """What the job's entrypoint saw: its arguments, env.vars (after ray_entry.apply_env) and FTC_RAY_JOB."""
+def _check_record(record: Path, value: str, environ: dict[str, str]) -> dict[str, Any]:
+    """What the job's entrypoint saw: its arguments, env.vars (after ray_entry.apply_env: references expanded
+    from `environ`, as bash would) and FTC_RAY_JOB (values unchanged)."""
     seen = json.loads(record.read_text())
     assert seen["argv"] == ["-m", "ftc.runtime.ray_entry", "--output_dir", value]
-    assert seen["hostile"] == value
+    assert seen["hostile"] == env_values.expand(env_value(value), environ)
     job = seen["job"]
-    assert job["env"]["HOSTILE"] == value
+    assert job["env"]["HOSTILE"] == env_value(value)
     assert job["config"]["model"]["model_selector_output"] == value
     assert job["config"]["data"]["train_file_path"] == value
     assert job["config"]["checkpointing"]["output_dir"] == f"/tmp/out {value}"
@@ -416,24 +597,25 @@ def _check_record(record: Path, value: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("value", HOSTILE)
-def test_hostile_values_stay_data(tmp_path: Path, value: str) -> None:
+def test_hostile_values_stay_data(tmp_path: Path, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     spec, python, record = hostile_project(tmp_path, value)
     (folder,) = compile_spec(spec, ["ray"], tmp_path / "build")
     job = read_job(folder)  # loads: nothing broke out of the YAML
     submit = job["submit_job"]
     assert shlex.split(submit["entrypoint"]) == [str(python), "-m", "ftc.runtime.ray_entry"]
-    assert submit["runtime_env"]["env_vars"]["HOSTILE"] == value
+    assert submit["runtime_env"]["env_vars"]["HOSTILE"] == env_values.braced(env_value(value))
     assert "$" not in submit["runtime_env"]["env_vars"][JOB_ENV]  # Ray would expand $NAME in it
     assert (value in submit["runtime_env"]["excludes"]) == (not _multiline(value))
     doc = manifest(folder)
-    jsonschema.validate(doc, SCHEMA, cls=jsonschema.Draft202012Validator)
-    assert yaml.safe_load(doc["spec"]["runtimeEnvYAML"])["env_vars"]["HOSTILE"] == value
-    # What Ray does with the entrypoint (/bin/sh -c, the job's env_vars set): the values arrive as they were.
+    validate_rayjob(doc)
+    assert yaml.safe_load(doc["spec"]["runtimeEnvYAML"])["env_vars"]["HOSTILE"] == env_values.braced(env_value(value))
+    # What Ray does with the entrypoint: /bin/sh -c, in the environment its runtime_env code makes.
     kwargs = submission(folder, ["--output_dir", value])
-    env = {**os.environ, **kwargs["runtime_env"]["env_vars"]}
+    start = dict(os.environ)
+    env = ray_update_envs(monkeypatch, kwargs["runtime_env"]["env_vars"])
     subprocess.run(["/bin/sh", "-c", kwargs["entrypoint"]], env=env, cwd=tmp_path, check=True, timeout=60)
-    seen = _check_record(record, value)
-    assert seen["raw"] == value  # a shell adds nothing (Ray expands $NAME in env_vars: FTC408, apply_env)
+    seen = _check_record(record, value, start)
+    assert seen["raw"] == env["HOSTILE"]  # a shell adds nothing
     assert not list(tmp_path.rglob("CANARY")) and not (Path.cwd() / "CANARY").exists()
 
 
@@ -490,6 +672,49 @@ def test_entry_checks_secrets_and_overrides(
     assert "did you mean --learning_rate" in capsys.readouterr().err
     assert ray_entry.main(["--config", "x.json"]) == 2
     assert "--config is not used" in capsys.readouterr().err
+
+
+ENV_CASES = {
+    "LD_LIBRARY_PATH": "/opt/amazon/efa/lib:$LD_LIBRARY_PATH",  # the issue's: a reference to itself
+    "FTC_T_DATA": "${HOME}/data",
+    "FTC_T_LOWER": "a${ftc_t_unset}b$ftc_t_unset/c",  # unset lower case: Ray leaves ${ftc_t_unset}
+    "FTC_T_UPPER": "${FTC_T_UNSET}x",  # unset upper case: Ray empties it
+    "FTC_T_SET_LOWER": "<${ftc_t_set}>",
+    "FTC_T_MIXED": "${Ftc_T_Unset}-$FTC_T_EMPTY-${FTC_T_DATA_}",
+}
+
+
+def test_env_vars_expand_as_bash_would(write_spec: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's runtime_env code (its update_envs), then ray_entry.apply_env: every env.vars value is
+    env_values.expand(value) in the environment the job started in, as slurm's and local's bash give."""
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/usr/lib/x")
+    monkeypatch.setenv("ftc_t_set", "lower value")
+    monkeypatch.setenv("FTC_T_EMPTY", "")
+    for name in ("ftc_t_unset", "FTC_T_UNSET", "Ftc_T_Unset", "FTC_T_DATA_"):
+        monkeypatch.delenv(name, raising=False)
+    spec = MINIMAL + "env:\n  vars:\n" + "".join(f"    {k}: {json.dumps(v)}\n" for k, v in ENV_CASES.items())
+    folder = compile_ray(write_spec, tmp_path, spec)
+    env_vars = read_job(folder)["submit_job"]["runtime_env"]["env_vars"]
+    assert env_vars["FTC_T_LOWER"] == "a${ftc_t_unset}b${ftc_t_unset}/c"  # references braced: the form Ray expands
+    start = dict(os.environ)
+    ray_update_envs(monkeypatch, env_vars)
+    assert os.environ["FTC_T_LOWER"] == "a${ftc_t_unset}b${ftc_t_unset}/c"  # what Ray alone leaves
+    ray_entry.apply_env(json.loads(os.environ[JOB_ENV]))
+    for name, value in ENV_CASES.items():
+        assert os.environ[name] == env_values.expand(value, start), name
+    assert os.environ["LD_LIBRARY_PATH"] == "/opt/amazon/efa/lib:/usr/lib/x"
+    assert os.environ["FTC_T_LOWER"] == "ab/c"
+    assert ray_entry.expanded("FTC_T_BY_HAND", "${HOME}/x$ftc_t_unset", {"HOME": "/h"}) == "/h/x"  # not set by Ray
+
+
+def test_entry_check_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FTC_CHECK", raising=False)
+    assert ray_entry.check_mode() is None
+    monkeypatch.setenv("FTC_CHECK", "rendezvous")
+    assert ray_entry.check_mode() == "rendezvous"
+    monkeypatch.setenv("FTC_CHECK", "everything")
+    with pytest.raises(ray_entry.UsageError, match="'everything' is not a check; the one there is: rendezvous"):
+        ray_entry.check_mode()
 
 
 def test_entry_config_resolves_on_the_node(write_spec: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -579,6 +804,7 @@ env:
   secrets: [{secret}]
 resources:
   processes_per_node: 2
+  device: cpu
 targets:
   ray:
     python: {python}
@@ -713,6 +939,55 @@ def test_killed_worker_resumes_from_the_last_checkpoint(
     assert metrics["eval_accuracy"] == pytest.approx(baseline["eval_accuracy"])
 
 
+CHECK_SPEC = """\
+task: text_classification
+name: ray-check-{device}
+model: ./models/tiny
+data: {{train_file_path: data/train.jsonl, validation_file_path: data/validation.jsonl}}
+checkpointing: {{output_dir: {output_dir}}}
+env:
+  vars: {{FTC_CHECK: rendezvous}}
+  secrets: [{secret}]
+resources: {{processes_per_node: 2, device: {device}, cpus_per_process: 1}}
+targets: {{ray: {{python: {python}}}}}
+"""
+CHECK_LINE = re.compile(r"ftc check rendezvous: rank (\d+)/(\d+) local_rank \d+ node \d+ ray_gpu_ids=(\S*) CUDA_VISIBLE_DEVICES=(\S*)")
+
+
+def check_job(cluster: RayCluster, root: Path, device: str) -> list[tuple[int, int, str, str]]:
+    """Submit a job of 2 processes in FTC_CHECK=rendezvous mode; each worker's (rank, world, Ray GPU ids, CUDA_VISIBLE_DEVICES)."""
+    root.mkdir(parents=True)
+    spec = root / "spec.yaml"
+    spec.write_text(
+        CHECK_SPEC.format(device=device, output_dir=json.dumps(str(root / "out")), secret=SECRET_NAME, python=json.dumps(PYTHON))
+    )
+    result = cluster.run(submit_command(cluster, spec), cwd=root, timeout=300)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-8000:]
+    assert "FTC_CHECK=rendezvous: no training" in log
+    assert not (root / "out" / "pytorch_model_folder").exists()  # no training happened
+    return sorted({(int(m[1]), int(m[2]), m[3], m[4]) for m in CHECK_LINE.finditer(log)})  # a line may be shown twice
+
+
+@pytest.mark.ray
+def test_gpu_job_gets_gpus_from_ray(ray_cluster: RayCluster, tmp_path: Path) -> None:
+    """device: auto on ray is one GPU per process: on a head with 2 GPUs declared, Ray gives each of the 2
+    workers its own GPU (the check runs on gloo: no CUDA is needed to prove the scheduling)."""
+    seen = check_job(ray_cluster, tmp_path / "gpu", "auto")
+    assert [(rank, world) for rank, world, _, _ in seen] == [(0, 2), (1, 2)], seen
+    ids = [gpus for _, _, gpus, _ in seen]
+    assert all(len(g.split(",")) == 1 for g in ids) and sorted(ids) == [str(i) for i in range(NUM_GPUS)], seen
+    for _, _, gpus, visible in seen:  # Ray Train shares the node's GPUs among its workers, as torchrun sees them
+        assert gpus in visible.split(","), seen
+
+
+@pytest.mark.ray
+def test_cpu_job_takes_no_gpu_from_ray(ray_cluster: RayCluster, tmp_path: Path) -> None:
+    """device: cpu asks Ray for no GPU, even where the cluster has some."""
+    seen = check_job(ray_cluster, tmp_path / "cpu", "cpu")
+    assert [(rank, world, gpus) for rank, world, gpus, _ in seen] == [(0, 2, ""), (1, 2, "")], seen
+
+
 def _silent_listener(cluster: RayCluster, port: int) -> subprocess.Popen[bytes]:
     """A port in the namespace that accepts connections and never answers."""
     code = (
@@ -751,12 +1026,11 @@ def test_address_that_does_not_answer_fails_fast(ray_cluster: RayCluster, tmp_pa
 
 @pytest.mark.ray
 def test_hostile_values_reach_the_cluster(ray_cluster: RayCluster, tmp_path: Path) -> None:
-    value = HOSTILE[0] + "\n" + HOSTILE[1]
+    value = HOSTILE[0] + "\n" + HOSTILE[1] + " " + HOSTILE[-1]
     spec, python, record = hostile_project(tmp_path, value)
     result = ray_cluster.run(submit_command(ray_cluster, spec, "--", "--output_dir", value), cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    seen = _check_record(record, value)
-    assert seen["raw"] != value  # Ray expanded ${HOME} in the env var it set; apply_env put the literal value back
+    seen = _check_record(record, value, ray_cluster.env)  # the nodes' environment: ray start's
     assert "working_dir_files" in seen["cwd"]  # it ran in Ray's copy of the spec's folder
     assert not list(tmp_path.rglob("CANARY"))
 

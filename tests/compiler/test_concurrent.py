@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from ftc.backends.registry import backends
 from ftc.compiler import write
-from ftc.compiler.build import compile_spec, expand_targets
+from ftc.compiler.build import compile_spec
 from ftc.errors import CompileError, Problem
 
-TARGETS = expand_targets(["all"])
+TARGETS = list(backends())
 
 
 def seeds_in(out: Path) -> dict[str, int]:

@@ -58,3 +58,14 @@ class SpecError(FtcError):
 
 class CompileError(FtcError):
     """The spec is valid but cannot be compiled for a target, or the output cannot be written."""
+
+
+class SubmitError(FtcError):
+    """A build cannot be handed to its target, or the target refused it (`ftc submit`; exit 2 unless said).
+
+    A job that was submitted and then failed is not an error: `Backend.submit` returns it, with its state.
+    """
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import ftc.backends.registry  # noqa: F401  (registers the targets with the spec layer, as the CLI and compiler do)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

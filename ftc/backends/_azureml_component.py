@@ -32,10 +32,9 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from ftc import __version__
-from ftc.backends.base import TargetRule
-from ftc.compiler.plan import RUNTIME_MODULE
-from ftc.compiler.resolve import CONFIG_NAME
-from ftc.runtime.config import _parse_value as runtime_value  # how the runtime reads a command-line value
+from ftc.contract import RUNTIME_MODULE
+from ftc.contract import CONFIG_NAME
+from ftc.spec.arguments import argument_value as runtime_value  # how the runtime reads a command-line value
 from ftc.spec.docs import (
     COLUMNS,
     TASK_TITLES,
@@ -53,7 +52,7 @@ from ftc.spec import env_values
 from ftc.spec.keys import leaf_index
 
 if TYPE_CHECKING:
-    from ftc.compiler.plan import Job, Plan
+    from ftc.backends.plan import Job, Plan
 
 COMPONENT_SCHEMA = "https://azuremlschemas.azureedge.net/latest/commandComponent.schema.json"
 PIPELINE_SCHEMA = "https://azuremlschemas.azureedge.net/latest/pipelineJob.schema.json"
@@ -525,42 +524,14 @@ def build_conda(plan: Plan) -> dict[str, Any]:
 # --- checks on a component -----------------------------------------------------------------------
 
 
-COMPONENT_RULES: tuple[TargetRule, ...] = (
-    TargetRule(
-        "FTC501", "error", "illegal component name",
-        "Azure ML names components with lower-case letters, digits and '_', starting with a letter.",
-    ),
-    TargetRule(
-        "FTC502", "error", "illegal input or output name",
-        "Input and output names are letters, digits and '_', not starting with a digit, and differ in more than case.",
-    ),
-    TargetRule(
-        "FTC503", "error", "optional input outside $[[ ]]",
-        "An optional input must be used inside a balanced $[[ ... ]] group, or its argument is left without a value.",
-    ),
-    TargetRule("FTC504", "error", "enum default outside its enum", "An input's default must be one of its enum values."),
-    TargetRule(
-        "FTC505", "error", "input unused or undeclared",
-        "Every input is used by the command, and every ${{inputs.x}} or ${{outputs.x}} is declared.",
-    ),
-    TargetRule(
-        "FTC506", "error", "default of the wrong type",
-        "An input's default has the input's type (integer, number, string, boolean) and lies within its min and max.",
-    ),
-    TargetRule(
-        "FTC508", "error", "unquoted reference in the command",
-        "Each ${{inputs.x}} in the command is single-quoted, so a value with spaces or shell characters stays one argument.",
-    ),
-)
-
 @dataclass(frozen=True)
 class ComponentProblem:
-    """A problem with a component: the rule, the field (`name`, `inputs.x`, `command`) and why."""
+    """A problem with a component: the rule (an error rule of the azureml target), the field (`name`, `inputs.x`,
+    `command`) and why."""
 
     rule: str
     where: str
     message: str
-    severity: str = "error"
 
     @property
     def input(self) -> str | None:

@@ -8,7 +8,7 @@ nodes and processes per node. `environment/conda.yaml` installs ftc's runtime wh
 registered environment. `submit` creates the pipeline job with azure-ai-ml's MLClient; azure is
 imported there only, never when compiling.
 
-Requests come from the build's Job (ftc/compiler/plan.py): `instance_count` = resources.nodes,
+Requests come from the build's Job (ftc/backends/plan.py): `instance_count` = resources.nodes,
 `distribution: pytorch` with `process_count_per_instance` = resources.processes_per_node. On azureml
 `resources.device: auto` means one GPU per process: on serverless compute the node asks for the VM size
 with resources.accelerator_type (A100-80G when unset) and processes_per_node GPUs, from the table below;
@@ -70,6 +70,7 @@ import json
 import os
 import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -77,13 +78,13 @@ from pydantic import AfterValidator
 
 from ftc import __version__
 from ftc.backends import _azureml_component as aml
-from ftc.backends.base import Backend, TargetRule
-from ftc.compiler.plan import Plan
-from ftc.errors import FtcError
+from ftc.backends.base import Backend, Say, Submitted, quiet
+from ftc.backends.plan import Plan
+from ftc.errors import SubmitError
 from ftc.spec import deepspeed_file
 from ftc.spec.fields import Flag, Section, param
 from ftc.spec.peek import local_path
-from ftc.spec.rules import Finding
+from ftc.spec.rules.registry import KeyPath, RuleSet
 
 # Registered environments: azureml:<name>:<version>, azureml:<name>@<label>, or an ARM / registry id.
 ENVIRONMENT_REF = re.compile(
@@ -162,68 +163,16 @@ class AzuremlOptions(Section):
     workspace_name: str | None = param(None, "Workspace name for `ftc submit`; default: config.json or AZUREML_WORKSPACE_NAME.")
 
 
-class AzuremlSubmitError(FtcError):
-    """`ftc submit --target azureml` cannot go on: no workspace, no credentials, or Azure ML refused the job."""
-
-    exit_code = 2
+RULES: RuleSet[Plan] = RuleSet()
 
 
 class AzuremlBackend(Backend):
     name = "azureml"
     summary = "component.yaml + pipeline.yaml: Azure ML command component (the seeds' input names) and its pipeline job"
     Options = AzuremlOptions
-    rules = (
-        *aml.COMPONENT_RULES,
-        TargetRule(
-            "FTC510", "error", "LoRA adapter for model evaluation",
-            "With feeds_model_evaluation, apply_lora needs merge_lora_weights: the evaluation component loads a full model.",
-        ),
-        TargetRule(
-            "FTC511", "error", "ZeRO-3 without a consolidated model",
-            "A ZeRO stage 3 DeepSpeed config needs stage3_gather_16bit_weights_on_model_save: true (and must be readable "
-            "JSON), or no consolidated model is saved.",
-        ),
-        TargetRule("FTC512", "error", "multi-node without mounted outputs", "Training on several nodes needs output_mode mount."),
-        TargetRule(
-            "FTC513", "warning", "model or tokenizer Azure ML cannot see",
-            "model_selector_output is a uri_folder (not a hub id), and a local tokenizer_name folder is not shipped.",
-        ),
-        TargetRule(
-            "FTC514", "warning", "instance_type with a named cluster",
-            "resources.instance_type applies to serverless compute only; a named cluster decides its instance type.",
-        ),
-        TargetRule(
-            "FTC515", "warning", "secrets not forwarded",
-            "env.secrets do not reach Azure ML jobs: read them from the workspace key vault or a connection.",
-        ),
-        TargetRule(
-            "FTC516", "error", "environment not a registered reference",
-            "targets.azureml.environment is azureml:<name>:<version>, azureml:<name>@<label> or a registry or ARM id.",
-        ),
-        TargetRule(
-            "FTC517", "error", "data path Azure ML cannot put on the command line",
-            "Azure ML pastes a data input's mounted path into the command in single quotes: a model or data path holds "
-            f"no quote, line break, control character, ${{{{, $[[, ]], ': ' or ' #', and is at most {aml.MAX_WORD} characters.",
-        ),
-        TargetRule(
-            "FTC518", "error", "CPU training on several nodes",
-            "Azure ML runs CPU training on a single node only (MPI; seed 000): resources.device cpu needs nodes: 1.",
-        ),
-        TargetRule(
-            "FTC519", "error", "GPU job without a GPU VM size",
-            "A GPU job on serverless compute needs a VM size: ftc's table has none for this accelerator_type and "
-            "processes_per_node, so resources.instance_type (or a GPU cluster in resources.compute) must be set.",
-        ),
-        TargetRule(
-            "FTC520", "warning", "ftc installed from the placeholder repository",
-            "The generated environment installs ftc from git; targets.azureml.ftc_requirement still names <org>.",
-        ),
-        TargetRule(
-            "FTC521", "warning", "instance type unlike the job",
-            "A VM size of ftc's table whose GPUs differ from processes_per_node (processes share GPUs or GPUs stay "
-            "idle), or that has GPUs while resources.device is cpu.",
-        ),
-    )
+    rules = RULES
+    main_artifact = "component.yaml"
+    gpu_artifact = "pipeline.yaml"
 
     def variables(self, plan: Plan) -> dict[str, Any]:
         inputs = aml.component_inputs(plan)
@@ -240,158 +189,223 @@ class AzuremlBackend(Backend):
             },
         }
 
-    def check(self, plan: Plan) -> list[Finding]:
-        inputs = aml.component_inputs(plan)
-        component = aml.build_component(plan, inputs)
-        findings = [self._finding(plan, p, {i.name: i.path for i in inputs}) for p in aml.check_component(component)]
-        return findings + _data_findings(plan, inputs) + _plan_findings(plan)
-
-    def task_docs(self, task: str) -> str:
-        """The component of a `task` spec with every default, in the layout of seeds 001 and 002."""
-        from ftc.compiler.build import task_defaults_plan
-
-        plan = task_defaults_plan(task, self.name)
+    def task_docs(self, plan: Plan) -> str:
+        """The component of a task's defaults (`plan`), in the layout of seeds 001 and 002."""
         inputs = aml.component_inputs(plan)
         return aml.component_docs(aml.build_component(plan, inputs), inputs)
 
-    @staticmethod
-    def _finding(plan: Plan, problem: aml.ComponentProblem, origins: dict[str, tuple[str, ...]]) -> Finding:
-        path: tuple[str, ...]
-        if problem.where == "name":
-            if plan.options.component_name:  # type: ignore[attr-defined]
-                path = ("targets", "azureml", "component_name")
-            else:
-                path = ("name",) if plan.spec.name else ("task",)
-        elif problem.input in origins:
-            path = origins[problem.input]  # type: ignore[index]
-        else:
-            path = ("targets", "azureml")
-        return Finding(problem.rule, problem.severity, path, problem.message)  # type: ignore[arg-type]
-
-    def submit(self, build_dir: Path, args: list[str], address: str | None = None) -> int:
+    def submit(
+        self, build_dir: Path, args: list[str], address: str | None = None, *, on_output: Say = quiet, on_status: Say = quiet
+    ) -> Submitted:
         """Create the pipeline job of `build_dir` in the workspace; `address` may be a workspace ARM id."""
         return submit_pipeline(Path(build_dir), args, address)
+
+
+# --- checks on the component (aml.check_component; the ids are its problems') ---------------------
+
+
+@RULES.rule("FTC501", "error", "illegal component name")
+def _component_name(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """Azure ML names components with lower-case letters, digits and '_', starting with a letter."""
+    return _component_problems(plan, "FTC501")
+
+
+@RULES.rule("FTC502", "error", "illegal input or output name")
+def _io_names(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """Input and output names are letters, digits and '_', not starting with a digit, and differ in more than case."""
+    return _component_problems(plan, "FTC502")
+
+
+@RULES.rule("FTC503", "error", "optional input outside $[[ ]]")
+def _optional_input_groups(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """An optional input must be used inside a balanced $[[ ... ]] group, or its argument is left without a value."""
+    return _component_problems(plan, "FTC503")
+
+
+@RULES.rule("FTC504", "error", "enum default outside its enum")
+def _enum_defaults(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """An input's default must be one of its enum values."""
+    return _component_problems(plan, "FTC504")
+
+
+@RULES.rule("FTC505", "error", "input unused or undeclared")
+def _inputs_used_and_declared(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """Every input is used by the command, and every ${{inputs.x}} or ${{outputs.x}} is declared."""
+    return _component_problems(plan, "FTC505")
+
+
+@RULES.rule("FTC506", "error", "default of the wrong type")
+def _default_types(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """An input's default has the input's type (integer, number, string, boolean) and lies within its min and max."""
+    return _component_problems(plan, "FTC506")
+
+
+@RULES.rule("FTC508", "error", "unquoted reference in the command")
+def _quoted_references(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """Each ${{inputs.x}} in the command is single-quoted, so a value with spaces or shell characters stays one
+    argument."""
+    return _component_problems(plan, "FTC508")
+
+
+def _component_problems(plan: Plan, rule_id: str) -> Iterator[tuple[KeyPath, str]]:
+    """The problems of the plan's component under `rule_id`, at the spec key each comes from."""
+    inputs, problems = _checked_component(plan)
+    origins = {i.name: i.path for i in inputs}
+    for problem in problems:
+        if problem.rule == rule_id:
+            yield _problem_key(plan, problem, origins), problem.message
+
+
+# The last plan's component inputs and problems: building a component takes milliseconds, and eight rules read them.
+_LAST_CHECKED: dict[int, tuple[Plan, list[aml.ComponentInput], list[aml.ComponentProblem]]] = {}
+
+
+def _checked_component(plan: Plan) -> tuple[list[aml.ComponentInput], list[aml.ComponentProblem]]:
+    """The component inputs of the plan and the problems of its component, worked out once per plan."""
+    last = _LAST_CHECKED.get(id(plan))
+    if last is None or last[0] is not plan:
+        inputs = aml.component_inputs(plan)
+        last = (plan, inputs, aml.check_component(aml.build_component(plan, inputs)))
+        _LAST_CHECKED.clear()
+        _LAST_CHECKED[id(plan)] = last
+    return last[1], last[2]
+
+
+def _problem_key(plan: Plan, problem: aml.ComponentProblem, origins: dict[str, tuple[str, ...]]) -> KeyPath:
+    """The spec key behind a component problem: the name's source, the input's parameter, else the target."""
+    if problem.where == "name":
+        if _options(plan).component_name:
+            return ("targets", "azureml", "component_name")
+        return ("name",) if plan.spec.name else ("task",)
+    if problem.input in origins:
+        return origins[problem.input]  # type: ignore[index]
+    return ("targets", "azureml")
 
 
 # --- Azure ML's own rules (seeds 000-002, params-inventory §2) -----------------------------------
 
 
-def _plan_findings(plan: Plan) -> list[Finding]:
-    s, opts = plan.spec, plan.options
-    out: list[Finding] = []
-    if plan.job.device == "cpu" and s.resources.nodes > 1:
-        out.append(
-            Finding.error(
-                "FTC518",
-                ("resources", "nodes"),
-                "CPU training on Azure ML runs on a single node only (MPI); set nodes: 1 or train on GPUs",
-            )
+@RULES.rule("FTC510", "error", "LoRA adapter for model evaluation")
+def _adapter_for_evaluation(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """With feeds_model_evaluation, apply_lora needs merge_lora_weights: the evaluation component loads a full model."""
+    lora = plan.spec.lora
+    if _options(plan).feeds_model_evaluation and lora.apply_lora and not lora.merge_lora_weights:
+        yield ("lora", "merge_lora_weights"), (
+            "must be true with apply_lora when the output feeds model evaluation (targets.azureml."
+            "feeds_model_evaluation): the evaluation component loads a full model, not an adapter"
         )
-    if opts.feeds_model_evaluation and s.lora.apply_lora and not s.lora.merge_lora_weights:  # type: ignore[attr-defined]
-        out.append(
-            Finding.error(
-                "FTC510",
-                ("lora", "merge_lora_weights"),
-                "must be true with apply_lora when the output feeds model evaluation (targets.azureml."
-                "feeds_model_evaluation): the evaluation component loads a full model, not an adapter",
-            )
+
+
+@RULES.rule("FTC511", "error", "ZeRO-3 without a consolidated model")
+def _zero3_gather(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """A ZeRO stage 3 DeepSpeed config needs stage3_gather_16bit_weights_on_model_save: true (and must be readable
+    JSON), or no consolidated model is saved."""
+    ds = plan.spec.deepspeed
+    path = local_path(plan.resolved.doc.base_dir, ds.deepspeed) if ds.apply_deepspeed and ds.deepspeed else None
+    if path is None or not path.is_file():
+        return
+    config = deepspeed_file.load(path)  # bounded, and never a traceback (deep nesting, odd bytes)
+    if isinstance(config, str):
+        yield ("deepspeed", "deepspeed"), f"{path.name} is not a readable JSON DeepSpeed config: it {config}"
+        return
+    zero = config.get("zero_optimization")
+    if not isinstance(zero, dict) or str(zero.get("stage")) != "3":
+        return
+    gather = zero.get("stage3_gather_16bit_weights_on_model_save", zero.get("gather_16bit_weights_on_model_save"))
+    if not (gather is True or str(gather).lower() == "true"):
+        yield ("deepspeed", "deepspeed"), (
+            f"{path.name} uses ZeRO stage 3 without zero_optimization.stage3_gather_16bit_weights_on_model_save: "
+            "true, so no consolidated model would be saved; set it to true"
         )
-    out += _zero3_gather(plan) + _compute_findings(plan)
-    if s.resources.nodes > 1 and opts.output_mode != "mount":  # type: ignore[attr-defined]
-        out.append(
-            Finding.error(
-                "FTC512",
-                ("targets", "azureml", "output_mode"),
-                f"is {opts.output_mode} but multi-node training (nodes: {s.resources.nodes}) needs mount",  # type: ignore[attr-defined]
-            )
+
+
+@RULES.rule("FTC512", "error", "multi-node without mounted outputs")
+def _multi_node_without_mount(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """Training on several nodes needs output_mode mount."""
+    nodes, mode = plan.spec.resources.nodes, _options(plan).output_mode
+    if nodes > 1 and mode != "mount":
+        yield ("targets", "azureml", "output_mode"), f"is {mode} but multi-node training (nodes: {nodes}) needs mount"
+
+
+@RULES.rule("FTC513", "warning", "model or tokenizer Azure ML cannot see")
+def _model_out_of_sight(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """model_selector_output is a uri_folder (not a hub id), and a local tokenizer_name folder is not shipped."""
+    base_dir = plan.resolved.doc.base_dir
+    model, tokenizer = plan.spec.model.model_selector_output, plan.spec.model.tokenizer_name
+    if _looks_like_hub_id(model) and local_path(base_dir, model) is None:
+        yield ("model", "model_selector_output"), (
+            f"{model!r} looks like a hub id, but model_selector_output is a uri_folder input: give a local "
+            "folder (uploaded at submission), an azureml: model or data asset, or a storage URI"
         )
-    model = s.model.model_selector_output
-    if _looks_like_hub_id(model) and local_path(plan.resolved.doc.base_dir, model) is None:
-        out.append(
-            Finding.warning(
-                "FTC513",
-                ("model", "model_selector_output"),
-                f"{model!r} looks like a hub id, but model_selector_output is a uri_folder input: give a local "
-                "folder (uploaded at submission), an azureml: model or data asset, or a storage URI",
-            )
+    if tokenizer and local_path(base_dir, tokenizer) is not None and not os.path.isabs(tokenizer):
+        yield ("model", "tokenizer_name"), (
+            f"{tokenizer!r} is a local folder that is not shipped to Azure ML; put the tokenizer in the model folder"
         )
-    tokenizer = s.model.tokenizer_name
-    if tokenizer and local_path(plan.resolved.doc.base_dir, tokenizer) is not None and not os.path.isabs(tokenizer):
-        out.append(
-            Finding.warning(
-                "FTC513",
-                ("model", "tokenizer_name"),
-                f"{tokenizer!r} is a local folder that is not shipped to Azure ML; put the tokenizer in the model folder",
-            )
+
+
+@RULES.rule("FTC514", "warning", "instance_type with a named cluster")
+def _instance_type_with_cluster(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """resources.instance_type applies to serverless compute only; a named cluster decides its instance type."""
+    res = plan.spec.resources
+    if res.instance_type and aml.compute_setting(plan) != "serverless":
+        yield ("resources", "instance_type"), (
+            f"applies to serverless compute only; the named cluster {res.compute!r} decides the instance type"
         )
-    if s.resources.instance_type and aml.compute_setting(plan) != "serverless":
-        out.append(
-            Finding.warning(
-                "FTC514",
-                ("resources", "instance_type"),
-                f"applies to serverless compute only; the named cluster {s.resources.compute!r} decides the instance type",
-            )
+
+
+@RULES.rule("FTC515", "warning", "secrets not forwarded")
+def _secrets_not_forwarded(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """env.secrets do not reach Azure ML jobs: read them from the workspace key vault or a connection."""
+    if plan.spec.env.secrets:
+        yield ("env", "secrets"), (
+            "secrets are not forwarded to Azure ML jobs; read them from the workspace key vault or a "
+            "workspace connection in the job"
         )
-    if s.env.secrets:
-        out.append(
-            Finding.warning(
-                "FTC515",
-                ("env", "secrets"),
-                "secrets are not forwarded to Azure ML jobs; read them from the workspace key vault or a "
-                "workspace connection in the job",
-            )
-        )
-    env = opts.environment  # type: ignore[attr-defined]
-    if not env and aml.REPOSITORY_PLACEHOLDER in opts.ftc_requirement:  # type: ignore[attr-defined]
-        out.append(
-            Finding.warning(
-                "FTC520",
-                ("targets", "azureml", "ftc_requirement"),
-                f"{opts.ftc_requirement!r} is the placeholder of docs/ci.md: set it to where your ftc is "  # type: ignore[attr-defined]
-                f"(ftc[train] @ git+https://github.com/ORG/ftc@v{__version__}, a wheel URL), or use a registered environment",
-            )
-        )
+
+
+@RULES.rule("FTC516", "error", "environment not a registered reference")
+def _environment_reference(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """targets.azureml.environment is azureml:<name>:<version>, azureml:<name>@<label> or a registry or ARM id."""
+    env = _options(plan).environment
     if env and not ENVIRONMENT_REF.match(env):
-        out.append(
-            Finding.error(
-                "FTC516",
-                ("targets", "azureml", "environment"),
-                f"{env!r} is not a registered environment reference: use azureml:<name>:<version>, "
-                "azureml:<name>@latest or azureml://registries/<registry>/environments/<name>/versions/<version>",
+        yield ("targets", "azureml", "environment"), (
+            f"{env!r} is not a registered environment reference: use azureml:<name>:<version>, "
+            "azureml:<name>@latest or azureml://registries/<registry>/environments/<name>/versions/<version>"
+        )
+
+
+@RULES.rule(
+    "FTC517", "error", "data path Azure ML cannot put on the command line",
+    doc="Azure ML pastes a data input's mounted path into the command in single quotes: a model or data path holds "
+    f"no quote, line break, control character, ${{{{, $[[, ]], ': ' or ' #', and is at most {aml.MAX_WORD} characters.",
+)
+def _data_path_on_command_line(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    for i in _checked_component(plan)[0]:
+        value = aml.config_value(plan.config, i.path)
+        problem = aml.data_path_problem(str(value), i.path) if i.is_data and value else None
+        if problem:
+            yield i.path, (
+                f"{problem}, which Azure ML cannot pass to the component's command: it pastes the data's "
+                "mounted path, ending in its name, into the command between single quotes; rename the file or folder"
             )
-        )
-    return out
 
 
-def _compute_findings(plan: Plan) -> list[Finding]:
-    """On serverless compute: a named VM size whose GPUs are not the job's, or a GPU job the table cannot size."""
-    if aml.compute_setting(plan) != "serverless":
-        return []
-    if plan.spec.resources.instance_type:
-        return _vm_size_unlike_job(plan)
-    return _unsized_gpu_job(plan)
+@RULES.rule("FTC518", "error", "CPU training on several nodes")
+def _cpu_on_several_nodes(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """Azure ML runs CPU training on a single node only (MPI; seed 000): resources.device cpu needs nodes: 1."""
+    if plan.job.device == "cpu" and plan.spec.resources.nodes > 1:
+        yield ("resources", "nodes"), "CPU training on Azure ML runs on a single node only (MPI); set nodes: 1 or train on GPUs"
 
 
-def _vm_size_unlike_job(plan: Plan) -> list[Finding]:
-    job, res = plan.job, plan.spec.resources
-    gpus = _gpus_of(str(res.instance_type))
-    wanted = job.gpus_per_node if job.device == "gpu" else 0
-    if gpus is None or gpus == wanted:
-        return []
-    return [
-        Finding.warning(
-            "FTC521",
-            ("resources", "instance_type"),
-            f"{res.instance_type} has {gpus} GPU(s) but the job uses {wanted} per node "
-            f"(resources.device {res.device}, processes_per_node {job.processes_per_node})",
-        )
-    ]
-
-
-def _unsized_gpu_job(plan: Plan) -> list[Finding]:
+@RULES.rule("FTC519", "error", "GPU job without a GPU VM size")
+def _unsized_gpu_job(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """A GPU job on serverless compute needs a VM size: ftc's table has none for this accelerator_type and
+    processes_per_node, so resources.instance_type (or a GPU cluster in resources.compute) must be set."""
     job = plan.job
+    if plan.spec.resources.instance_type or aml.compute_setting(plan) != "serverless":
+        return
     if job.device != "gpu" or aml.gpu_instance_type(job):
-        return []
+        return
     kind = aml.accelerator(job)
     sizes = aml.GPU_INSTANCE_TYPES.get(kind)
     known = (
@@ -399,14 +413,41 @@ def _unsized_gpu_job(plan: Plan) -> list[Finding]:
         if sizes
         else f"ftc knows the types {', '.join(aml.GPU_INSTANCE_TYPES)}"
     )
-    return [
-        Finding.error(
-            "FTC519",
-            ("resources", "accelerator_type") if job.accelerator_type else ("resources", "processes_per_node"),
-            f"no Azure VM size for {job.gpus_per_node} x {kind} GPU(s) per node ({known}): set "
-            "resources.instance_type to a VM size with that many GPUs, or resources.compute to a GPU cluster",
+    yield ("resources", "accelerator_type") if job.accelerator_type else ("resources", "processes_per_node"), (
+        f"no Azure VM size for {job.gpus_per_node} x {kind} GPU(s) per node ({known}): set "
+        "resources.instance_type to a VM size with that many GPUs, or resources.compute to a GPU cluster"
+    )
+
+
+@RULES.rule("FTC520", "warning", "ftc installed from the placeholder repository")
+def _placeholder_ftc_source(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """The generated environment installs ftc from git; targets.azureml.ftc_requirement still names <org>."""
+    opts = _options(plan)
+    if not opts.environment and aml.REPOSITORY_PLACEHOLDER in opts.ftc_requirement:
+        yield ("targets", "azureml", "ftc_requirement"), (
+            f"{opts.ftc_requirement!r} is the placeholder of docs/ci.md: set it to where your ftc is "
+            f"(ftc[train] @ git+https://github.com/ORG/ftc@v{__version__}, a wheel URL), or use a registered environment"
         )
-    ]
+
+
+@RULES.rule("FTC521", "warning", "instance type unlike the job")
+def _vm_size_unlike_job(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """A VM size of ftc's table whose GPUs differ from processes_per_node (processes share GPUs or GPUs stay
+    idle), or that has GPUs while resources.device is cpu."""
+    job, res = plan.job, plan.spec.resources
+    if not res.instance_type or aml.compute_setting(plan) != "serverless":
+        return
+    gpus = _gpus_of(str(res.instance_type))
+    wanted = job.gpus_per_node if job.device == "gpu" else 0
+    if gpus is not None and gpus != wanted:
+        yield ("resources", "instance_type"), (
+            f"{res.instance_type} has {gpus} GPU(s) but the job uses {wanted} per node "
+            f"(resources.device {res.device}, processes_per_node {job.processes_per_node})"
+        )
+
+
+def _options(plan: Plan) -> AzuremlOptions:
+    return plan.options  # type: ignore[return-value]
 
 
 def _gpus_of(vm_size: str) -> int | None:
@@ -418,53 +459,8 @@ def _gpus_of(vm_size: str) -> int | None:
     return None
 
 
-def _data_findings(plan: Plan, inputs: list[aml.ComponentInput]) -> list[Finding]:
-    """Model and data paths that Azure ML cannot hand to the runtime on the component's command line."""
-    out = []
-    for i in inputs:
-        value = aml.config_value(plan.config, i.path)
-        problem = aml.data_path_problem(str(value), i.path) if i.is_data and value else None
-        if problem:
-            out.append(
-                Finding.error(
-                    "FTC517",
-                    i.path,
-                    f"{problem}, which Azure ML cannot pass to the component's command: it pastes the data's "
-                    "mounted path, ending in its name, into the command between single quotes; rename the file or folder",
-                )
-            )
-    return out
-
-
 def _looks_like_hub_id(value: str) -> bool:
     return bool(_HUB_ID.match(value)) and not value.startswith((".", "/", "~")) and "://" not in value
-
-
-def _zero3_gather(plan: Plan) -> list[Finding]:
-    """ZeRO-3 saves one consolidated model only with stage3_gather_16bit_weights_on_model_save (Azure ML ft.py)."""
-    ds = plan.spec.deepspeed
-    if not (ds.apply_deepspeed and ds.deepspeed):
-        return []
-    path = local_path(plan.resolved.doc.base_dir, ds.deepspeed)
-    if path is None or not path.is_file():
-        return []
-    config = deepspeed_file.load(path)  # bounded, and never a traceback (deep nesting, odd bytes)
-    if isinstance(config, str):
-        return [Finding.error("FTC511", ("deepspeed", "deepspeed"), f"{path.name} is not a readable JSON DeepSpeed config: it {config}")]
-    zero = config.get("zero_optimization")
-    if not isinstance(zero, dict) or str(zero.get("stage")) != "3":
-        return []
-    gather = zero.get("stage3_gather_16bit_weights_on_model_save", zero.get("gather_16bit_weights_on_model_save"))
-    if gather is True or str(gather).lower() == "true":
-        return []
-    return [
-        Finding.error(
-            "FTC511",
-            ("deepspeed", "deepspeed"),
-            f"{path.name} uses ZeRO stage 3 without zero_optimization.stage3_gather_16bit_weights_on_model_save: "
-            "true, so no consolidated model would be saved; set it to true",
-        )
-    ]
 
 
 # --- submit ---------------------------------------------------------------------------------------
@@ -476,7 +472,7 @@ def workspace_of(options: dict[str, Any], address: str | None, env: dict[str, st
     if address:
         m = WORKSPACE_ID.match(address.strip())
         if not m:
-            raise AzuremlSubmitError(
+            raise SubmitError(
                 f"--address {address!r} is not a workspace id "
                 "(/subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.MachineLearningServices/workspaces/<name>)"
             )
@@ -499,11 +495,11 @@ def find_config_json(start: Path) -> Path | None:
 
 
 def _credential(timeout: float) -> Any:
-    """A credential that has proven it can get a token, or AzuremlSubmitError saying what to set up."""
+    """A credential that has proven it can get a token, or SubmitError saying what to set up."""
     try:
         from azure.identity import DefaultAzureCredential
     except ImportError:
-        raise AzuremlSubmitError("azure-identity is not installed: pip install 'ftc[azureml]' azure-identity") from None
+        raise SubmitError("azure-identity is not installed: pip install 'ftc[azureml]' azure-identity") from None
     credential = DefaultAzureCredential()
     result: dict[str, Any] = {}
 
@@ -524,7 +520,7 @@ def _credential(timeout: float) -> Any:
         reason = f"no Azure credentials were found ({first})"
     else:
         reason = f"getting an Azure token took longer than {timeout:.0f} s"
-    raise AzuremlSubmitError(
+    raise SubmitError(
         f"{reason}. Sign in with `az login`, or set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET "
         "for a service principal, or run where a managed identity is available."
     )
@@ -544,7 +540,7 @@ def _job_input_overrides(component: dict[str, Any], args: list[str]) -> dict[str
     while i < len(args):
         arg = args[i]
         if not arg.startswith("--") or len(arg) == 2:
-            raise AzuremlSubmitError(f"unexpected argument {arg!r}; runtime parameters are given as --name value")
+            raise SubmitError(f"unexpected argument {arg!r}; runtime parameters are given as --name value")
         key, eq, value = arg[2:].partition("=")
         if not eq:
             if i + 1 >= len(args) or args[i + 1].startswith("--"):
@@ -558,12 +554,12 @@ def _job_input_overrides(component: dict[str, Any], args: list[str]) -> dict[str
             section, primary = leaf_index()[name]
             name = primary if primary in by_arg else f"{section}.{primary}"
         if name not in by_arg:
-            raise AzuremlSubmitError(
+            raise SubmitError(
                 f"--{key} is not an input of the Azure ML component (outputs and resources are set in pipeline.yaml)"
             )
         problem = aml.command_line_problem(value)
         if problem:
-            raise AzuremlSubmitError(
+            raise SubmitError(
                 f"--{key}: the value {problem}, which Azure ML cannot pass on the component's command line "
                 "(it pastes values between single quotes); set it in the spec and compile again"
             )
@@ -580,7 +576,7 @@ def typed_value(spec: dict[str, Any], name: str, text: str) -> Any:
         if kind == "number":
             return float(text)
     except ValueError:
-        raise AzuremlSubmitError(f"--{name} {text!r}: the input is of type {kind}") from None
+        raise SubmitError(f"--{name} {text!r}: the input is of type {kind}") from None
     if kind in ("uri_file", "uri_folder"):
         from azure.ai.ml import Input
 
@@ -595,7 +591,7 @@ def prepare_job(build_dir: Path, args: list[str]) -> Any:
     try:
         from azure.ai.ml import load_job
     except ImportError:
-        raise AzuremlSubmitError("azure-ai-ml is not installed: pip install 'ftc[azureml]'") from None
+        raise SubmitError("azure-ai-ml is not installed: pip install 'ftc[azureml]'") from None
     component = yaml.safe_load((build_dir / "component.yaml").read_text(encoding="utf-8"))
     overrides = _job_input_overrides(component, args)
     job = load_job(build_dir / "pipeline.yaml")
@@ -604,17 +600,22 @@ def prepare_job(build_dir: Path, args: list[str]) -> Any:
         setattr(node.inputs, name, typed_value(component["inputs"][name], name, text))
     result = job._validate()
     if not result.passed:
-        raise AzuremlSubmitError(f"the pipeline job is not valid: {result.error_messages}")
+        raise SubmitError(f"the pipeline job is not valid: {result.error_messages}")
     return job
 
 
-def submit_pipeline(build_dir: Path, args: list[str], address: str | None = None, *, timeout: float | None = None) -> int:
-    """Load pipeline.yaml, bind runtime arguments to inputs, and create the job in the workspace."""
+def submit_pipeline(
+    build_dir: Path, args: list[str], address: str | None = None, *, timeout: float | None = None
+) -> Submitted:
+    """Load pipeline.yaml, bind runtime arguments to inputs, and create the job in the workspace (not waited for).
+
+    SubmitError when there is no workspace or credential, or Azure ML refuses the job.
+    """
     options = _spec_options(build_dir)
     workspace = workspace_of(options, address, dict(os.environ))
     config_json = None if workspace else find_config_json(Path.cwd())
     if workspace is None and config_json is None:
-        raise AzuremlSubmitError(
+        raise SubmitError(
             "no Azure ML workspace: set targets.azureml.subscription_id, resource_group and workspace_name, "
             "or AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and AZUREML_WORKSPACE_NAME, or put the workspace's "
             "config.json in this folder, or pass --address <workspace ARM id>"
@@ -631,11 +632,9 @@ def submit_pipeline(build_dir: Path, args: list[str], address: str | None = None
             client = MLClient.from_config(credential, path=str(config_json))
         created = client.jobs.create_or_update(job, experiment_name=job.experiment_name)
     except Exception as exc:  # noqa: BLE001 - the SDK's errors are many; each is reported with its message
-        raise AzuremlSubmitError(f"Azure ML refused the job: {type(exc).__name__}: {exc}") from None
-    print(f"submitted {created.name} to {client.workspace_name}")
-    if getattr(created, "studio_url", None):
-        print(created.studio_url)
-    return 0
+        raise SubmitError(f"Azure ML refused the job: {type(exc).__name__}: {exc}") from None
+    url = getattr(created, "studio_url", None) or None
+    return Submitted(AzuremlBackend.name, job_id=created.name, job_kind="Azure ML job", where=client.workspace_name, url=url)
 
 
 def _spec_options(build_dir: Path) -> dict[str, Any]:

@@ -13,10 +13,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ftc.backends.base import Backend, TargetRule
-from ftc.compiler.plan import Plan
+from ftc.backends.base import Backend, Say, Submitted, quiet
+from ftc.backends.plan import Plan
 from ftc.spec.fields import Section, param
-from ftc.spec.rules import Finding
+from ftc.spec.rules.registry import KeyPath, RuleSet
 
 
 class LocalOptions(Section):
@@ -29,12 +29,16 @@ class LocalOptions(Section):
     )
 
 
+RULES: RuleSet[Plan] = RuleSet()
+
+
 class LocalBackend(Backend):
     name = "local"
     summary = "run.sh: the runtime on this machine (python, or torchrun --standalone for several processes)"
     Options = LocalOptions
     runs_on_cluster = False  # device auto is decided at run time, on this machine
-    rules = (TargetRule("FTC201", "error", "several nodes", "The local target runs on this machine only: resources.nodes must be 1."),)
+    rules = RULES
+    main_artifact = "run.sh"
 
     def variables(self, plan: Plan) -> dict[str, Any]:
         options: LocalOptions = plan.options  # type: ignore[assignment]
@@ -53,26 +57,28 @@ class LocalBackend(Backend):
             "config": plan.config,
         }
 
-    def check(self, plan: Plan) -> list[Finding]:
-        if plan.spec.resources.nodes > 1:
-            return [
-                Finding.error(
-                    "FTC201",
-                    ("resources", "nodes"),
-                    f"the local target runs on one node, not {plan.spec.resources.nodes}; use slurm or ray, and say which "
-                    "targets this spec is for with `targets: [slurm, ray]` (then `-t all` means those)",
-                )
-            ]
-        return []
+    def submit(
+        self, build_dir: Path, args: list[str], address: str | None = None, *, on_output: Say = quiet, on_status: Say = quiet
+    ) -> Submitted:
+        """Run run.sh here, with this interpreter unless FTC_PYTHON names another; its exit code is the result's.
 
-    def submit(self, build_dir: Path, args: list[str], address: str | None = None) -> int:
-        """Run run.sh here, with this interpreter unless FTC_PYTHON names another.
-
-        The run has its own process group, and SIGTERM, SIGINT and SIGHUP sent to this process are
-        passed on to it; see `Child.run`.
+        The run writes to this process's stdout and stderr itself (a terminal stays a terminal), so
+        `on_output` gets nothing. It has its own process group, and SIGTERM, SIGINT and SIGHUP sent to
+        this process are passed on to it; see `Child.run`.
         """
         env = {**os.environ, "FTC_PYTHON": os.environ.get("FTC_PYTHON", sys.executable)}
-        return Child().run(["bash", str(build_dir / "run.sh"), *args], env)
+        return Submitted(self.name, exit_code=Child().run(["bash", str(build_dir / "run.sh"), *args], env))
+
+
+@RULES.rule("FTC201", "error", "several nodes")
+def _several_nodes(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """The local target runs on this machine only: resources.nodes must be 1."""
+    if plan.spec.resources.nodes > 1:
+        yield (
+            ("resources", "nodes"),
+            f"the local target runs on one node, not {plan.spec.resources.nodes}; use slurm or ray, and say which "
+            "targets this spec is for with `targets: [slurm, ray]` (then `-t all` means those)",
+        )
 
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)

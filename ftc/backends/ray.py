@@ -22,7 +22,7 @@ CheckpointConfig(num_to_keep), FailureConfig(max_failures))`; every worker runs 
 gloo on CPU, nccl on GPU) and reports each checkpoint it saves to Ray Train. A worker group restarted
 after a failure resumes from the last checkpoint Ray recorded.
 
-GPUs: requests come from the build's Job (ftc/compiler/plan.py). On ray `resources.device: auto` (the
+GPUs: requests come from the build's Job (ftc/backends/plan.py). On ray `resources.device: auto` (the
 default) means one GPU per process, as `gpu` does; `cpu` asks for none. Ray Train runs
 num_workers = nodes x processes_per_node workers, `use_gpu` (targets.ray.use_gpu overrides it),
 `resources_per_worker` = {CPU: the job's CPUs per process (8 per GPU process, 1 per CPU one, or
@@ -77,32 +77,32 @@ every node sees (or --output_dir at submit). Ray Train's checkpoints go to targe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import posixpath
 import re
 import shlex
-import socket
-import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator
 
-from ftc.backends.base import Backend, TargetRule
-from ftc.compiler.plan import MEMORY_PER_GPU_GB, Plan
+from ftc.backends import kubernetes as k8s
+from ftc.backends.base import Backend, Say, Submitted, quiet
+from ftc.backends.kubernetes import GPU_PRODUCTS, GPU_RESOURCE, PodResources
+from ftc.backends.plan import MEMORY_PER_GPU_GB, Plan
+from ftc.contract import RAY_ENTRY_MODULE, RAY_JOB_ENV
+from ftc.errors import SubmitError
 from ftc.spec import env_values
 from ftc.spec.fields import Flag, Section, param
-from ftc.spec.rules import Finding
+from ftc.spec.rules.registry import KeyPath, RuleSet
 
 JOB_FILE = "job.yaml"
 KUBERAY_FILE = "kuberay-rayjob.yaml"
-ENTRY_MODULE = "ftc.runtime.ray_entry"
-JOB_ENV = "FTC_RAY_JOB"  # = ftc.runtime.ray_entry.JOB_ENV
 DEFAULT_RAY_VERSION = "2.60.0"  # the Ray release ftc's ray target is tested with
 DEFAULT_STORAGE = "ray_train"  # storage_path default: <output_dir>/ray_train
 PROBE_TIMEOUT_S = 5.0
@@ -110,34 +110,12 @@ FINAL_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
-# Kubernetes resource quantity (the CRD's pattern): 1, 500m, 4Gi, 1.5, 2e3
-_QUANTITY = re.compile(r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
-_K8S_RESOURCE_NAME = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 KUBERAY_NAME_MAX = 47  # KubeRay: MaxRayJobNameLength (it appends to the name for the cluster's)
 ACCELERATOR_PREFIX = "accelerator_type:"  # Ray's resource of a node's accelerator type (Anyscale's worker_resources)
-GPU_RESOURCE = "nvidia.com/gpu"  # the NVIDIA device plugin's resource, and the taint of GPU nodes
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"  # GPU feature discovery's node label: the GPU's name, spaces as '-'
 MAX_GPUS_PER_POD = 8  # the most GPUs a common node has: a pod asking for more waits forever (FTC409)
 CPU_POD_MEMORY = "8Gi"  # a CPU job's worker pod without resources.memory
 # Memory per GPU added to a GPU job's worker pod for what the spec offloads to CPU memory (docs: the module's).
 OFFLOAD_MEMORY_PER_GPU_GB = 32
-# nvidia.com/gpu.product values (GPU feature discovery) of ftc's accelerator types (Ray's names).
-GPU_PRODUCTS: dict[str, tuple[str, ...]] = {
-    "T4": ("Tesla-T4",),
-    "V100": ("Tesla-V100-SXM2-16GB", "Tesla-V100-SXM2-32GB", "Tesla-V100-PCIE-16GB", "Tesla-V100-PCIE-32GB"),
-    "A10G": ("NVIDIA-A10G",),
-    "A10": ("NVIDIA-A10",),
-    "L4": ("NVIDIA-L4",),
-    "L40S": ("NVIDIA-L40S",),
-    "A100": ("NVIDIA-A100-SXM4-40GB", "NVIDIA-A100-PCIE-40GB", "NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-80GB-PCIe"),
-    "A100-40G": ("NVIDIA-A100-SXM4-40GB", "NVIDIA-A100-PCIE-40GB"),
-    "A100-80G": ("NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-80GB-PCIe"),
-    "H100": ("NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-PCIe", "NVIDIA-H100-NVL"),
-    "H200": ("NVIDIA-H200", "NVIDIA-H200-NVL"),
-    "B200": ("NVIDIA-B200",),
-}
 
 
 def is_uri(value: str) -> bool:
@@ -163,25 +141,16 @@ def _address(value: str) -> str:
     return value
 
 
-def _pod_resources(value: dict[str, Any]) -> dict[str, str]:
-    out = {}
-    for name, quantity in value.items():
-        if not _K8S_RESOURCE_NAME.match(name):
-            raise ValueError(f"{name!r} is not a Kubernetes resource name (cpu, memory, nvidia.com/gpu, ...)")
-        text = str(quantity)
-        if isinstance(quantity, bool) or not _QUANTITY.match(text):
-            raise ValueError(f"{name}: {quantity!r} is not a Kubernetes quantity (e.g. 2, 500m, 8Gi)")
-        out[name] = text
-    return out
-
-
 OneLine = Annotated[str, AfterValidator(_one_line)]
 Address = Annotated[str, AfterValidator(_address)]
-PodResources = Annotated[dict[str, str | int | float], AfterValidator(_pod_resources)]
 
 
 class RayOptions(Section):
     """Settings of the ray target (job.yaml for the Ray job SDK, kuberay-rayjob.yaml for KubeRay)."""
+
+    # Relative to the spec's folder (FTC120). working_dir is not one: it may be a folder above the spec's, which the
+    # job then uploads whole.
+    path_options: ClassVar[tuple[str, ...]] = ("storage_path",)
 
     address: Address | None = param(
         None,
@@ -244,7 +213,10 @@ class RayOptions(Section):
         "Default: rayproject/ray:<ray_version>-gpu for a GPU job, rayproject/ray:<ray_version> for a CPU one.",
     )
     namespace: str | None = param(
-        None, "Kubernetes namespace of the RayJob; the current one of kubectl when unset.", pattern=_DNS_LABEL, max_length=63
+        None,
+        "Kubernetes namespace of the RayJob; the current one of kubectl when unset.",
+        pattern=k8s.DNS_LABEL,
+        max_length=k8s.DNS_LABEL_MAX,
     )
     ray_version: str = param(
         DEFAULT_RAY_VERSION,
@@ -255,8 +227,8 @@ class RayOptions(Section):
         None,
         "Kubernetes Secret that holds the env.secrets, one key per name; the KubeRay pods read them from it. "
         "Default: <job name>-secrets.",
-        pattern=_DNS_SUBDOMAIN,
-        max_length=253,
+        pattern=k8s.DNS_SUBDOMAIN,
+        max_length=k8s.DNS_SUBDOMAIN_MAX,
     )
     head_pod_resources: PodResources = param(
         description="Kubernetes requests and limits of the KubeRay head pod, which runs the entrypoint but no training.",
@@ -393,7 +365,7 @@ def job_payload(plan: Plan) -> str:
 
 def entrypoint(plan: Plan) -> str:
     """The job's shell command (Ray runs it with /bin/sh): every word quoted."""
-    return shlex.join([options(plan).python, "-m", ENTRY_MODULE])
+    return shlex.join([options(plan).python, "-m", RAY_ENTRY_MODULE])
 
 
 def env_vars(plan: Plan) -> dict[str, str]:
@@ -409,7 +381,7 @@ def runtime_env(plan: Plan, working_dir: str | None) -> dict[str, Any]:
         env["working_dir"] = working_dir
         if not is_uri(working_dir):
             env["excludes"] = excludes(plan)
-    env["env_vars"] = {**env_vars(plan), JOB_ENV: job_payload(plan)}
+    env["env_vars"] = {**env_vars(plan), RAY_JOB_ENV: job_payload(plan)}
     if o.pip:
         env["pip"] = list(o.pip)
     return env
@@ -439,20 +411,10 @@ def job_document(plan: Plan) -> dict[str, Any]:
 # --------------------------------------------------------------------------- KubeRay
 
 
-def kubernetes_name(name: str) -> str:
-    """The RayJob's name: a DNS-1035 label (lower case, '-' for other characters, a letter first) of at
-    most 47 characters, as KubeRay requires (it derives the cluster's and services' names from it)."""
-    text = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
-    if not text[:1].isalpha():
-        text = f"ftc-{text}"
-    return text[:KUBERAY_NAME_MAX].rstrip("-")
-
-
-def memory_quantity(memory: str) -> str:
-    """A SLURM-style size (64G: binary units, a bare number is megabytes) as a Kubernetes quantity (64Gi)."""
-    if memory[-1].isdigit():
-        return f"{memory}Mi"
-    return f"{memory[:-1]}{memory[-1]}i"
+def rayjob_name(plan: Plan) -> str:
+    """The RayJob's name: a DNS-1035 label of at most 47 characters, as KubeRay requires (it derives the
+    cluster's and services' names from it)."""
+    return k8s.dns_label(plan.name, KUBERAY_NAME_MAX)
 
 
 def offloads(plan: Plan) -> int:
@@ -470,7 +432,7 @@ def worker_pod_memory(plan: Plan) -> str:
     """resources.memory; else 32Gi per GPU (the Job's) plus 32Gi per GPU for each CPU offload; else 8Gi (CPU)."""
     job = plan.job
     if plan.spec.resources.memory:
-        return memory_quantity(plan.spec.resources.memory)
+        return k8s.memory_quantity(plan.spec.resources.memory)
     if not use_gpu(plan):
         return CPU_POD_MEMORY
     gpus = job.processes_per_node
@@ -500,40 +462,23 @@ def gpu_placement(plan: Plan) -> dict[str, Any]:
     o = options(plan)
     if not use_gpu(plan):
         return {"nodeSelector": dict(o.node_selector)} if o.node_selector else {}
-    out: dict[str, Any] = {}
-    products = GPU_PRODUCTS.get(accelerator_type(plan) or "")
-    if o.node_selector:
-        out["nodeSelector"] = dict(o.node_selector)
-    elif products:
-        term = {"matchExpressions": [{"key": GPU_PRODUCT_LABEL, "operator": "In", "values": list(products)}]}
-        out["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
-    out["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
-    return out
+    return k8s.gpu_placement(GPU_PRODUCTS.get(accelerator_type(plan) or "", ()), o.node_selector)
 
 
 def kubernetes_secret(plan: Plan) -> str:
-    return options(plan).kubernetes_secret or f"{kubernetes_name(plan.name)}-secrets"
+    """The Secret the pods read env.secrets from: targets.ray.kubernetes_secret, else `<RayJob name>-secrets`."""
+    return options(plan).kubernetes_secret or f"{rayjob_name(plan)}-secrets"
 
 
-def _container(plan: Plan, name: str, image: str, resources: dict[str, str], secret: str) -> dict[str, Any]:
-    container: dict[str, Any] = {
-        "name": name,
-        "image": image,
-        "resources": {"requests": dict(resources), "limits": dict(resources)},
-    }
-    secrets = plan.spec.env.secrets
-    if secrets:
-        container["env"] = [
-            {"name": s, "valueFrom": {"secretKeyRef": {"name": secret, "key": s}}} for s in secrets
-        ]
-    return container
+def _container(plan: Plan, name: str, resources: dict[str, str]) -> dict[str, Any]:
+    """A container of the KubeRay cluster: the image, `resources` (requests = limits), env.secrets from the Secret."""
+    return k8s.container(name, image(plan), resources, plan.spec.env.secrets, kubernetes_secret(plan))
 
 
 def kuberay_manifest(plan: Plan) -> dict[str, Any]:
     """A RayJob (ray.io/v1): a cluster made for the job, the same entrypoint and runtime_env, then deleted."""
     o = options(plan)
-    name = kubernetes_name(plan.name)
-    secret = kubernetes_secret(plan)
+    name = rayjob_name(plan)
     working_dir = o.working_dir if o.working_dir is not None and is_uri(o.working_dir) else None
     env_yaml = _yaml(runtime_env(plan, working_dir))
     metadata: dict[str, Any] = {"name": name}
@@ -551,7 +496,7 @@ def kuberay_manifest(plan: Plan) -> dict[str, Any]:
     ray_type = accelerator_type(plan)
     if ray_type:  # Ray detects A100, not A100-80G: the pods declare the type that ScalingConfig asks for
         group["resources"] = {f"{ACCELERATOR_PREFIX}{ray_type}": "1"}
-    pod = {"containers": [_container(plan, "ray-worker", image(plan), worker_pod_resources(plan), secret)], **gpu_placement(plan)}
+    pod = {"containers": [_container(plan, "ray-worker", worker_pod_resources(plan))], **gpu_placement(plan)}
     group["template"] = {"spec": pod}
     return {
         "apiVersion": "ray.io/v1",
@@ -572,7 +517,7 @@ def kuberay_manifest(plan: Plan) -> dict[str, Any]:
                     # The head runs the entrypoint and Ray Train's controller (no CPU needed), no training worker.
                     "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
                     "template": {
-                        "spec": {"containers": [_container(plan, "ray-head", image(plan), {k: str(v) for k, v in o.head_pod_resources.items()}, secret)]}
+                        "spec": {"containers": [_container(plan, "ray-head", {k: str(v) for k, v in o.head_pod_resources.items()})]}
                     },
                 },
                 "workerGroupSpecs": [group],
@@ -591,55 +536,16 @@ def _yaml(value: Any) -> str:
 # --------------------------------------------------------------------------- the backend
 
 
+RULES: RuleSet[Plan] = RuleSet()
+
+
 class RayBackend(Backend):
     name = "ray"
     summary = "job.yaml: a Ray job running the runtime under Ray Train (TorchTrainer), and a KubeRay RayJob"
     Options = RayOptions
-    rules = (
-        TargetRule(
-            "FTC401", "error", "worker resource out of range",
-            "worker_resources values must be positive, and an accelerator_type:X value in (0, 1] (a node has 1 of it).",
-        ),
-        TargetRule(
-            "FTC402", "error", "use_gpu unlike the device",
-            "targets.ray.use_gpu (or an accelerator_type:X worker resource) must agree with the job's device: "
-            "resources.device auto or gpu is one GPU per process on ray, cpu is none.",
-        ),
-        TargetRule(
-            "FTC403", "error", "GPUs for workers that do not use them",
-            "A GPU count in worker_resources needs use_gpu: Ray refuses GPUs for CPU workers.",
-        ),
-        TargetRule(
-            "FTC404", "warning", "max_failures without periodic checkpoints",
-            "max_failures with evaluation_strategy no: a restarted worker group starts over.",
-        ),
-        TargetRule(
-            "FTC405", "warning", "trainer_resources ignored",
-            "resources.trainer_resources is ignored: Ray Train V2 refuses ScalingConfig(trainer_resources).",
-        ),
-        TargetRule(
-            "FTC406", "warning", "relative output_dir",
-            "A relative checkpointing.output_dir resolves in the job's working dir, which Ray deletes after the job.",
-        ),
-        TargetRule(
-            "FTC407", "warning", "KubeRay image with a local working_dir",
-            "A KubeRay cluster cannot see a local working_dir: give a URI, or put the folder in the image.",
-        ),
-        TargetRule(
-            "FTC409", "warning", "more GPUs in one pod than a node has",
-            f"A KubeRay worker pod (one per node) asking for more than {MAX_GPUS_PER_POD} GPUs waits for a node that "
-            "does not exist: spread the processes with resources.nodes.",
-        ),
-        TargetRule(
-            "FTC410", "error", "two accelerator types",
-            "resources.accelerator_type and an accelerator_type:X in worker_resources must name the same type.",
-        ),
-        TargetRule(
-            "FTC411", "warning", "accelerator type without a node label",
-            "ftc knows no nvidia.com/gpu.product value of resources.accelerator_type: the KubeRay worker pods are not "
-            "kept to such nodes unless targets.ray.node_selector says how.",
-        ),
-    )
+    rules = RULES
+    main_artifact = "job.yaml"
+    gpu_artifact = "kuberay-rayjob.yaml"
 
     def variables(self, plan: Plan) -> dict[str, Any]:
         o = options(plan)
@@ -655,141 +561,150 @@ class RayBackend(Backend):
             "pod_gpus": worker_pod_resources(plan).get(GPU_RESOURCE),
             "max_failures": o.max_failures,
             "num_to_keep": settings["num_to_keep"],
-            "job_env": JOB_ENV,
+            "job_env": RAY_JOB_ENV,
             "local_working_dir": o.working_dir is not None and not is_uri(o.working_dir),
             "secrets": list(plan.spec.env.secrets),
             "kubernetes_secret": kubernetes_secret(plan),
         }
 
-    def check(self, plan: Plan) -> list[Finding]:
-        o = options(plan)
-        res = plan.spec.resources
-        key = ("targets", "ray")
-        found: list[Finding] = []
-        for name, value in res.worker_resources.items():
-            if name.startswith("accelerator_type:") and not 0 < value <= 1:
-                found.append(
-                    Finding.error(
-                        "FTC401", ("resources", "worker_resources", name),
-                        f"is {value}: an accelerator_type resource marks the node type and must be in (0, 1], "
-                        "e.g. 0.001 (Anyscale); a node has 1 of it",
-                    )
-                )
-            elif value <= 0:
-                found.append(
-                    Finding.error("FTC401", ("resources", "worker_resources", name), f"is {value}: Ray resources must be positive")
-                )
-        gpu = use_gpu(plan)
-        found += _device_findings(plan, gpu)
-        gpus = res.worker_resources.get("GPU")
-        if gpus is not None and gpus > 0 and not gpu:
-            found.append(
-                Finding.error(
-                    "FTC403", ("resources", "worker_resources", "GPU"),
-                    "asks for GPUs but the workers do not use them (use_gpu is false): Ray refuses this; "
-                    "set resources.device: gpu or remove GPU",
-                )
-            )
-        if o.max_failures != 0 and _no_periodic_checkpoints(plan):
-            found.append(
-                Finding.warning(
-                    "FTC404", (*key, "max_failures"),
-                    f"is {o.max_failures} but the run writes no periodic checkpoints (evaluation_strategy is no): "
-                    "a restarted worker group starts over; set evaluation_strategy to epoch or steps",
-                )
-            )
-        if res.trainer_resources:
-            found.append(
-                Finding.warning(
-                    "FTC405", ("resources", "trainer_resources"),
-                    "is ignored by the ray target: Ray Train V2 (Ray's default Train API) refuses "
-                    "ScalingConfig(trainer_resources); its controller reserves no resources",
-                )
-            )
-        if not os.path.isabs(plan.spec.checkpointing.output_dir):
-            found.append(
-                Finding.warning(
-                    "FTC406", ("checkpointing", "output_dir"),
-                    f"is relative ({plan.spec.checkpointing.output_dir}): under Ray it resolves inside the job's copy of "
-                    "the working dir on the cluster, which Ray deletes after the job; use an absolute path every node "
-                    "sees, or --output_dir at submit",
-                )
-            )
-        found += _accelerator_findings(plan, gpu)
-        if o.image and o.working_dir is not None and not is_uri(o.working_dir):
-            found.append(
-                Finding.warning(
-                    "FTC407", (*key, "working_dir"),
-                    "is a local folder, which a KubeRay cluster cannot see: kuberay-rayjob.yaml runs the job in the "
-                    "image's folder instead; give a URI (s3://..., https://.../project.zip), or put the spec's folder "
-                    "in the image and set working_dir: null",
-                )
-            )
-        return found
-
-    def submit(self, build_dir: Path, args: list[str], address: str | None = None) -> int:
-        """Submit job.yaml with the Ray job SDK, follow the logs, return 0 when the job SUCCEEDED."""
-        return submit_job(Path(build_dir), args, address)
+    def submit(
+        self, build_dir: Path, args: list[str], address: str | None = None, *, on_output: Say = quiet, on_status: Say = quiet
+    ) -> Submitted:
+        """Submit job.yaml with the Ray job SDK and follow its logs to its end (exit code 0 when it SUCCEEDED)."""
+        return submit_job(Path(build_dir), args, address, on_output=on_output, on_status=on_status)
 
 
-def _device_findings(plan: Plan, gpu: bool) -> list[Finding]:
-    """FTC402: use_gpu against the job's device."""
-    key = ("targets", "ray", "use_gpu")
-    device = plan.job.device
+# --------------------------------------------------------------------------- checks
+
+_KEY = ("targets", "ray")
+
+
+@RULES.rule("FTC401", "error", "worker resource out of range")
+def _worker_resource_out_of_range(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """worker_resources values must be positive, and an accelerator_type:X value in (0, 1] (a node has 1 of it)."""
+    for name, value in plan.spec.resources.worker_resources.items():
+        key = ("resources", "worker_resources", name)
+        if name.startswith("accelerator_type:") and not 0 < value <= 1:
+            yield key, (
+                f"is {value}: an accelerator_type resource marks the node type and must be in (0, 1], "
+                "e.g. 0.001 (Anyscale); a node has 1 of it"
+            )
+        elif value <= 0:
+            yield key, f"is {value}: Ray resources must be positive"
+
+
+@RULES.rule("FTC402", "error", "use_gpu unlike the device")
+def _use_gpu_unlike_device(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """targets.ray.use_gpu (or an accelerator_type:X worker resource) must agree with the job's device:
+    resources.device auto or gpu is one GPU per process on ray, cpu is none."""
+    key = (*_KEY, "use_gpu")
+    gpu, device, asked_use_gpu = use_gpu(plan), plan.job.device, options(plan).use_gpu
     if gpu and device == "cpu":
-        asked = "is true" if options(plan).use_gpu else "names an accelerator type (GPU workers)"
-        return [
-            Finding.error(
-                "FTC402", key if options(plan).use_gpu else ("resources", "worker_resources"),
-                f"{asked} but resources.device is cpu: the workers would hold GPUs and train on CPU; "
-                "set device: gpu (or auto), or ask for no GPU",
-            )
-        ]
-    if not gpu and device == "gpu":
-        return [
-            Finding.error(
-                "FTC402", key,
-                "is false but the job's device is gpu (resources.device auto or gpu: one GPU per process on ray): Ray "
-                "would give the workers no GPU and the runtime would stop; remove use_gpu or set device: cpu",
-            )
-        ]
-    return []
+        asked = "is true" if asked_use_gpu else "names an accelerator type (GPU workers)"
+        yield key if asked_use_gpu else ("resources", "worker_resources"), (
+            f"{asked} but resources.device is cpu: the workers would hold GPUs and train on CPU; "
+            "set device: gpu (or auto), or ask for no GPU"
+        )
+    elif not gpu and device == "gpu":
+        yield key, (
+            "is false but the job's device is gpu (resources.device auto or gpu: one GPU per process on ray): Ray "
+            "would give the workers no GPU and the runtime would stop; remove use_gpu or set device: cpu"
+        )
 
 
-def _accelerator_findings(plan: Plan, gpu: bool) -> list[Finding]:
-    """FTC409 (GPUs in one pod), FTC410 (two accelerator types), FTC411 (a type without a node label)."""
-    res, job = plan.spec.resources, plan.job
-    found: list[Finding] = []
-    if gpu and job.processes_per_node > MAX_GPUS_PER_POD and options(plan).worker_pod_resources is None:
+@RULES.rule("FTC403", "error", "GPUs for workers that do not use them")
+def _gpus_for_cpu_workers(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """A GPU count in worker_resources needs use_gpu: Ray refuses GPUs for CPU workers."""
+    gpus = plan.spec.resources.worker_resources.get("GPU")
+    if gpus is not None and gpus > 0 and not use_gpu(plan):
+        yield ("resources", "worker_resources", "GPU"), (
+            "asks for GPUs but the workers do not use them (use_gpu is false): Ray refuses this; "
+            "set resources.device: gpu or remove GPU"
+        )
+
+
+@RULES.rule("FTC404", "warning", "max_failures without periodic checkpoints")
+def _max_failures_without_checkpoints(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """max_failures with evaluation_strategy no: a restarted worker group starts over."""
+    o = options(plan)
+    if o.max_failures != 0 and _no_periodic_checkpoints(plan):
+        yield (*_KEY, "max_failures"), (
+            f"is {o.max_failures} but the run writes no periodic checkpoints (evaluation_strategy is no): "
+            "a restarted worker group starts over; set evaluation_strategy to epoch or steps"
+        )
+
+
+@RULES.rule("FTC405", "warning", "trainer_resources ignored")
+def _trainer_resources_ignored(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """resources.trainer_resources is ignored: Ray Train V2 refuses ScalingConfig(trainer_resources)."""
+    if plan.spec.resources.trainer_resources:
+        yield ("resources", "trainer_resources"), (
+            "is ignored by the ray target: Ray Train V2 (Ray's default Train API) refuses "
+            "ScalingConfig(trainer_resources); its controller reserves no resources"
+        )
+
+
+@RULES.rule("FTC406", "warning", "relative output_dir")
+def _relative_output_dir(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """A relative checkpointing.output_dir resolves in the job's working dir, which Ray deletes after the job."""
+    output_dir = plan.spec.checkpointing.output_dir
+    if not os.path.isabs(output_dir):
+        yield ("checkpointing", "output_dir"), (
+            f"is relative ({output_dir}): under Ray it resolves inside the job's copy of the working dir on the "
+            "cluster, which Ray deletes after the job; use an absolute path every node sees, or --output_dir at submit"
+        )
+
+
+@RULES.rule("FTC407", "warning", "KubeRay image with a local working_dir")
+def _kuberay_local_working_dir(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """A KubeRay cluster cannot see a local working_dir: give a URI, or put the folder in the image."""
+    o = options(plan)
+    if o.image and o.working_dir is not None and not is_uri(o.working_dir):
+        yield (*_KEY, "working_dir"), (
+            "is a local folder, which a KubeRay cluster cannot see: kuberay-rayjob.yaml runs the job in the "
+            "image's folder instead; give a URI (s3://..., https://.../project.zip), or put the spec's folder "
+            "in the image and set working_dir: null"
+        )
+
+
+@RULES.rule(
+    "FTC409", "warning", "more GPUs in one pod than a node has",
+    doc=f"A KubeRay worker pod (one per node) asking for more than {MAX_GPUS_PER_POD} GPUs waits for a node that "
+    "does not exist: spread the processes with resources.nodes.",
+)
+def _too_many_gpus_per_pod(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    res, per_node = plan.spec.resources, plan.job.processes_per_node
+    if use_gpu(plan) and per_node > MAX_GPUS_PER_POD and options(plan).worker_pod_resources is None:
         where = "num_devices" if res.num_devices is not None and res.nodes == 1 else "processes_per_node"
-        found.append(
-            Finding.warning(
-                "FTC409", ("resources", where),
-                f"puts {job.processes_per_node} GPU processes on one node: the KubeRay worker pod asks for "
-                f"{job.processes_per_node} GPUs, more than a node has ({MAX_GPUS_PER_POD} at most on common ones); set "
-                f"resources.nodes (e.g. nodes: {-(-job.processes_per_node // MAX_GPUS_PER_POD)})",
-            )
+        yield ("resources", where), (
+            f"puts {per_node} GPU processes on one node: the KubeRay worker pod asks for {per_node} GPUs, more than "
+            f"a node has ({MAX_GPUS_PER_POD} at most on common ones); set resources.nodes "
+            f"(e.g. nodes: {-(-per_node // MAX_GPUS_PER_POD)})"
         )
-    named = resource_accelerator_types(plan)
-    if job.accelerator_type and any(t != job.accelerator_type for t in named):
-        found.append(
-            Finding.error(
-                "FTC410", ("resources", "worker_resources"),
-                f"asks for accelerator type {', '.join(named)} but resources.accelerator_type is {job.accelerator_type}: "
-                "name one type",
-            )
+
+
+@RULES.rule("FTC410", "error", "two accelerator types")
+def _two_accelerator_types(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """resources.accelerator_type and an accelerator_type:X in worker_resources must name the same type."""
+    job_type, named = plan.job.accelerator_type, resource_accelerator_types(plan)
+    if job_type and any(t != job_type for t in named):
+        yield ("resources", "worker_resources"), (
+            f"asks for accelerator type {', '.join(named)} but resources.accelerator_type is {job_type}: name one type"
         )
+
+
+@RULES.rule("FTC411", "warning", "accelerator type without a node label")
+def _accelerator_type_without_label(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """ftc knows no nvidia.com/gpu.product value of resources.accelerator_type: the KubeRay worker pods are not
+    kept to such nodes unless targets.ray.node_selector says how."""
     ray_type = accelerator_type(plan)
     if ray_type and ray_type not in GPU_PRODUCTS and options(plan).node_selector is None:
-        found.append(
-            Finding.warning(
-                "FTC411", ("resources", "accelerator_type") if job.accelerator_type else ("resources", "worker_resources"),
-                f"is {ray_type}, for which ftc knows no nvidia.com/gpu.product node label (it knows "
-                f"{', '.join(GPU_PRODUCTS)}): the KubeRay worker pods may land on other GPU nodes; set "
-                "targets.ray.node_selector",
-            )
+        key = ("resources", "accelerator_type") if plan.job.accelerator_type else ("resources", "worker_resources")
+        yield key, (
+            f"is {ray_type}, for which ftc knows no nvidia.com/gpu.product node label (it knows "
+            f"{', '.join(GPU_PRODUCTS)}): the KubeRay worker pods may land on other GPU nodes; set "
+            "targets.ray.node_selector"
         )
-    return found
 
 
 def _no_periodic_checkpoints(plan: Plan) -> bool:
@@ -798,10 +713,6 @@ def _no_periodic_checkpoints(plan: Plan) -> bool:
 
 
 # --------------------------------------------------------------------------- submit
-
-
-class SubmitError(Exception):
-    """A submission problem with a message for the user."""
 
 
 def dashboard_url(address: str) -> str:
@@ -819,6 +730,10 @@ def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> str:
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise SubmitError(f"{url!r} is not a Ray dashboard address; expected http://HOST:PORT (port 8265 by default)")
+    import socket  # here, not at the top: only submit talks to the network (compile starts faster)
+    import urllib.error
+    import urllib.request
+
     hint = "is the Ray cluster running, and is this its dashboard (port 8265 by default)?"
     try:
         with urllib.request.urlopen(f"{url}/api/version", timeout=timeout) as response:
@@ -866,27 +781,30 @@ def submission(build_dir: Path, args: list[str]) -> dict[str, Any]:
     return {**job, "entrypoint": command, "runtime_env": env}
 
 
-def submit_job(build_dir: Path, args: list[str], address: str | None = None) -> int:
-    try:
-        return _submit(build_dir, args, address)
-    except SubmitError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 2
-
-
-def _submit(build_dir: Path, args: list[str], address: str | None) -> int:
-    build_dir = Path(build_dir).resolve()
-    job = load_job(build_dir)
+def ray_address(job: dict[str, Any], address: str | None) -> str:
+    """The dashboard to submit to: --address, job.yaml's address (targets.ray.address), or the environment's."""
     address = address or job.get("address") or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
     if not address or address == "auto":
         raise SubmitError(
             "no Ray address: pass --address http://HEAD:8265 (the Ray dashboard), set targets.ray.address, "
             "or set RAY_ADDRESS"
         )
-    url = dashboard_url(address)
+    return dashboard_url(address)
+
+
+def submit_job(
+    build_dir: Path, args: list[str], address: str | None = None, *, on_output: Say = quiet, on_status: Say = quiet
+) -> Submitted:
+    """Submit the build's job.yaml to the Ray dashboard and follow the job to its end; SubmitError when it cannot.
+
+    The job's logs go to `on_output` as they come. Interrupted while following (Ctrl-C, or the signal
+    `ftc submit` ends with), it says how to stop the job, which goes on, and lets the interruption through.
+    """
+    build_dir = Path(build_dir).resolve()
+    url = ray_address(load_job(build_dir), address)
     kwargs = submission(build_dir, args)
     try:
-        from ray.job_submission import JobStatus, JobSubmissionClient
+        from ray.job_submission import JobSubmissionClient
     except ImportError:
         raise SubmitError("submitting to Ray needs the ray package: pip install 'ftc[ray]'") from None
     version = probe(url)
@@ -895,47 +813,43 @@ def _submit(build_dir: Path, args: list[str], address: str | None) -> int:
         job_id = client.submit_job(**kwargs)
     except Exception as exc:  # the SDK raises RuntimeError, ConnectionError, ValueError... with Ray's message
         raise SubmitError(f"the Ray cluster at {url} refused the job: {exc}") from None
-    print(f"ftc: submitted Ray job {job_id} to {url} (Ray {version}); following its logs", file=sys.stderr, flush=True)
+    submitted = Submitted(RayBackend.name, job_id=job_id, job_kind="Ray job", where=url)
+    on_status(f"submitted Ray job {job_id} to {url} (Ray {version}); following its logs")
     try:
-        _follow(client, job_id)
+        _follow(client, job_id, on_output, on_status)
         status = _wait(client, job_id)
-    except KeyboardInterrupt:
-        print(
-            f"\nftc: stopped following; the job goes on. Stop it with: ray job stop --address {url} {job_id}",
-            file=sys.stderr,
-        )
-        return 130
-    info = client.get_job_info(job_id)
-    if status == JobStatus.SUCCEEDED:
-        print(f"ftc: Ray job {job_id} SUCCEEDED", file=sys.stderr, flush=True)
-        return 0
-    message = f": {info.message}" if getattr(info, "message", None) else ""
-    print(f"ftc: Ray job {job_id} {status}{message}", file=sys.stderr, flush=True)
-    return 1
+    except (KeyboardInterrupt, SystemExit):
+        on_status(f"stopped following; the job goes on. Stop it with: ray job stop --address {url} {job_id}")
+        raise
+    if status == "SUCCEEDED":
+        return dataclasses.replace(submitted, state=status)
+    message = getattr(client.get_job_info(job_id), "message", None)  # why it FAILED or was STOPPED
+    return dataclasses.replace(submitted, state=status, message=str(message) if message else None, exit_code=1)
 
 
-def _follow(client: Any, job_id: str) -> None:
-    """Print the job's logs as they come, until it ends (or the log stream breaks)."""
+def _follow(client: Any, job_id: str, on_output: Say, on_status: Say) -> None:
+    """Pass the job's logs to `on_output` as they come, until it ends (or the log stream breaks)."""
     import asyncio
 
     async def tail() -> None:
         async for chunk in client.tail_job_logs(job_id):
-            sys.stdout.write(chunk)
-            sys.stdout.flush()
+            on_output(chunk)
 
     try:
         asyncio.run(tail())
     except KeyboardInterrupt:
         raise
     except Exception as exc:
-        print(f"ftc: the log stream of {job_id} broke ({exc}); waiting for the job to end", file=sys.stderr, flush=True)
+        on_status(f"the log stream of {job_id} broke ({exc}); waiting for the job to end")
 
 
-def _wait(client: Any, job_id: str, poll_s: float = 1.0) -> Any:
+def _wait(client: Any, job_id: str, poll_s: float = 1.0) -> str:
+    """The job's final state (SUCCEEDED, FAILED or STOPPED), asked for every `poll_s` seconds."""
     while True:
         status = client.get_job_status(job_id)
-        if str(status) in FINAL_STATES or getattr(status, "value", None) in FINAL_STATES:
-            return status
+        state = str(getattr(status, "value", status))
+        if state in FINAL_STATES:
+            return state
         time.sleep(poll_s)
 
 

@@ -1,4 +1,7 @@
-"""Finds the targets: the modules of this package, then the `ftc.backends` entry-point group."""
+"""Finds the targets: the modules of this package that define BACKEND, then the `ftc.backends` entry-point group.
+
+A module of this package without BACKEND (base, plan, registry, kubernetes: what targets share) is not a target.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +12,22 @@ import pkgutil
 from importlib.metadata import entry_points
 
 from ftc.backends.base import Backend
+from ftc.spec import targets as spec_targets
 
 ENTRY_POINT_GROUP = "ftc.backends"
-_NOT_TARGETS = {"base", "registry"}
 
 
 def _builtin() -> list[type[Backend]]:
+    """The BACKEND of each module of this package that has one (private `_` modules are not looked at)."""
     import ftc.backends as package
 
     found = []
     for module in pkgutil.iter_modules(package.__path__):
-        if module.name in _NOT_TARGETS or module.name.startswith("_"):
+        if module.name.startswith("_"):
             continue
-        found.append(importlib.import_module(f"ftc.backends.{module.name}").BACKEND)
+        backend = getattr(importlib.import_module(f"ftc.backends.{module.name}"), "BACKEND", None)
+        if backend is not None:
+            found.append(backend)
     return found
 
 
@@ -46,3 +52,6 @@ def get_backend(name: str) -> Backend:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise KeyError(f"unknown target {name!r}{hint}; known targets: {', '.join(known)}")
     return known[name]
+
+
+spec_targets.register(backends)  # the spec layer reads each target's options and rules from here

@@ -8,7 +8,7 @@ allocation. With `requeue`, the job asks SLURM for a signal before its time limi
 processes write a checkpoint and stop (ftc/runtime/preemption.py), and the script requeues the
 job, which resumes from that checkpoint.
 
-Requests come from the build's Job (ftc/compiler/plan.py). On slurm `resources.device: auto` means
+Requests come from the build's Job (ftc/backends/plan.py). On slurm `resources.device: auto` means
 one GPU per process: `--gpus-per-node` = processes_per_node (`TYPE:N` with resources.accelerator_type,
 or a `--constraint` feature with `accelerator_request: constraint`), `--cpus-per-task` = 8 CPUs per
 process and `--mem` = 32G per GPU unless resources.cpus_per_process / resources.memory say otherwise;
@@ -33,21 +33,22 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
 
-from ftc.backends.base import Backend, TargetRule
-from ftc.compiler.plan import Plan
+from ftc.backends.base import Backend, Say, Submitted, quiet
+from ftc.backends.plan import Plan
+from ftc.contract import CONFIG_NAME
+from ftc.errors import SubmitError
 from ftc.spec.fields import Flag, Section, param
-from ftc.spec.rules import Finding
+from ftc.spec.rules.registry import KeyPath, RuleSet, Severity
 
 JOB_SCRIPT = "job.sbatch"
-CONFIG_NAME = "ftc.resolved.json"
 DEFAULT_PORT_BASE = 29500  # master_port unset: 29500 + job id % 2000, below Linux's ephemeral ports
 PORT_SPREAD = 2000
 
@@ -140,6 +141,8 @@ Directive = Annotated[str, AfterValidator(_directive)]
 
 class SlurmOptions(Section):
     """Settings of the slurm target (job.sbatch for sbatch)."""
+
+    path_options: ClassVar[tuple[str, ...]] = ("venv", "output", "error")  # relative to the spec's folder (FTC120)
 
     python: OneLine = param(
         "python3",
@@ -292,42 +295,15 @@ def directives(plan: Plan) -> list[str]:
     return lines
 
 
+RULES: RuleSet[Plan] = RuleSet()
+
+
 class SlurmBackend(Backend):
     name = "slurm"
     summary = "job.sbatch: sbatch script; one srun task per node runs torchrun (c10d rendezvous), optional requeue"
     Options = SlurmOptions
-    rules = (
-        TargetRule("FTC301", "error", "GPUs on a CPU run", "gpus_per_node asks for GPUs but resources.device is cpu."),
-        TargetRule(
-            "FTC302", "error", "GPU run without GPUs",
-            "resources.device gpu or auto (one GPU per process on slurm) needs gpus_per_node above 0; a CPU job says "
-            "device: cpu.",
-        ),
-        TargetRule(
-            "FTC303", "error/warning", "processes per node unlike GPUs per node",
-            "An error when processes_per_node is larger than gpus_per_node (processes would share GPUs), a warning "
-            "when smaller (GPUs stay idle).",
-        ),
-        TargetRule(
-            "FTC304", "warning", "requeue without periodic checkpoints",
-            "requeue with evaluation_strategy no: a job stopped without the preemption signal starts over.",
-        ),
-        TargetRule(
-            "FTC305", "warning", "signal not before the time limit",
-            "signal_seconds must be shorter than the time limit, or the signal comes as the job starts.",
-        ),
-        TargetRule("FTC306", "warning", "signal settings without requeue", "signal and signal_seconds apply only with requeue."),
-        TargetRule("FTC307", "error", "both venv and conda_env", "A job activates one environment: venv or conda_env."),
-        TargetRule(
-            "FTC308", "error", "host environment with a container",
-            "venv and conda_env are activated on the host and do not reach the container of container_image.",
-        ),
-        TargetRule("FTC309", "warning", "mounts without a container", "container_mounts apply only with container_image."),
-        TargetRule(
-            "FTC310", "warning", "accelerator type on a CPU run",
-            "resources.accelerator_type is not requested when the job asks for no GPU (resources.device cpu).",
-        ),
-    )
+    rules = RULES
+    main_artifact = "job.sbatch"
 
     def variables(self, plan: Plan) -> dict[str, Any]:
         o: SlurmOptions = plan.options  # type: ignore[assignment]
@@ -359,100 +335,10 @@ class SlurmBackend(Backend):
             "port_spread": PORT_SPREAD,
         }
 
-    def check(self, plan: Plan) -> list[Finding]:
-        o: SlurmOptions = plan.options  # type: ignore[assignment]
-        res = plan.spec.resources
-        job = plan.job
-        key = ("targets", "slurm")
-        found: list[Finding] = []
-        gpus = job.gpus_per_node
-        if gpus > 0 and job.device == "cpu":
-            found.append(
-                Finding.error(
-                    "FTC301", (*key, "gpus_per_node"),
-                    f"asks for {gpus} GPU(s) per node but resources.device is cpu; set device: gpu (or auto) "
-                    "or gpus_per_node: 0",
-                )
-            )
-        if job.device == "gpu" and gpus == 0:
-            found.append(
-                Finding.error(
-                    "FTC302", (*key, "gpus_per_node"),
-                    f"is 0 but resources.device is {res.device} (one GPU per process on slurm): the job would get no "
-                    "GPU; set resources.device: cpu for a CPU job, or remove gpus_per_node",
-                )
-            )
-        if job.accelerator_type and job.device == "cpu":
-            found.append(
-                Finding.warning(
-                    "FTC310", ("resources", "accelerator_type"),
-                    "is not requested: resources.device is cpu, so the job asks for no GPU",
-                )
-            )
-        if gpus > 0 and job.device == "gpu" and res.processes_per_node != gpus:
-            if res.processes_per_node > gpus:
-                found.append(
-                    Finding.error(
-                        "FTC303", ("resources", "processes_per_node"),
-                        f"is {res.processes_per_node} but targets.slurm.gpus_per_node is {gpus}: processes would "
-                        "share GPUs; run one process per GPU",
-                    )
-                )
-            else:
-                found.append(
-                    Finding.warning(
-                        "FTC303", ("resources", "processes_per_node"),
-                        f"is {res.processes_per_node} but targets.slurm.gpus_per_node is {gpus}: "
-                        f"{gpus - res.processes_per_node} GPU(s) per node stay idle; run one process per GPU",
-                    )
-                )
-        if o.requeue and _no_periodic_checkpoints(plan):
-            found.append(
-                Finding.warning(
-                    "FTC304", (*key, "requeue"),
-                    "is on but the run writes no periodic checkpoints (evaluation_strategy is no): only the "
-                    "preemption signal writes one, and a job stopped without it (node failure) starts over; "
-                    "set evaluation_strategy to epoch or steps",
-                )
-            )
-        if o.requeue and o.time:
-            limit = time_seconds(o.time)
-            if limit is not None and o.signal_seconds >= limit:
-                found.append(
-                    Finding.warning(
-                        "FTC305", (*key, "signal_seconds"),
-                        f"is {o.signal_seconds} s but the time limit is {limit} s: the signal would come as the job "
-                        "starts; lower signal_seconds or raise time",
-                    )
-                )
-        if not o.requeue:
-            for name in ("signal", "signal_seconds"):
-                if name in o.model_fields_set:
-                    found.append(
-                        Finding.warning("FTC306", (*key, name), "has no effect because targets.slurm.requeue is false")
-                    )
-        if o.venv and o.conda_env:
-            found.append(
-                Finding.error("FTC307", (*key, "conda_env"), "cannot be used with venv; activate one environment")
-            )
-        if o.container_image:
-            for name in ("venv", "conda_env"):
-                if getattr(o, name):
-                    found.append(
-                        Finding.error(
-                            "FTC308", (*key, name),
-                            "is activated on the host and does not reach the container of container_image; "
-                            "install ftc in the image instead",
-                        )
-                    )
-        if o.container_mounts and not o.container_image:
-            found.append(
-                Finding.warning("FTC309", (*key, "container_mounts"), "has no effect without container_image")
-            )
-        return found
-
-    def submit(self, build_dir: Path, args: list[str], address: str | None = None) -> int:
-        """Run `sbatch --parsable` on job.sbatch and print the job id; `address` is a cluster name (--clusters).
+    def submit(
+        self, build_dir: Path, args: list[str], address: str | None = None, *, on_output: Say = quiet, on_status: Say = quiet
+    ) -> Submitted:
+        """Run `sbatch --parsable` on job.sbatch: the job id; `address` is a cluster name (--clusters).
 
         A build under the system temp folder (where `ftc submit` compiles) is first copied next to the
         spec, to `<spec folder>/.ftc-slurm/<name>-<time>/`: the job runs after ftc exits, and compute
@@ -460,34 +346,159 @@ class SlurmBackend(Backend):
         """
         sbatch = shutil.which("sbatch")
         if sbatch is None:
-            print(
-                "error: sbatch is not installed or not on PATH; submit from a SLURM login node, or install the "
+            raise SubmitError(
+                "sbatch is not installed or not on PATH; submit from a SLURM login node, or install the "
                 f"SLURM client (Debian: slurm-client). The job script is {build_dir / JOB_SCRIPT}",
-                file=sys.stderr,
+                exit_code=127,
             )
-            return 127
         build_dir = Path(build_dir).resolve()
         config = json.loads((build_dir / CONFIG_NAME).read_text())
         missing = [s for s in config.get("env", {}).get("secrets", []) if not os.environ.get(s)]
         if missing:
-            print(f"error: the secret(s) {', '.join(missing)} must be set in the environment (env.secrets)", file=sys.stderr)
-            return 2
+            raise SubmitError(f"the secret(s) {', '.join(missing)} must be set in the environment (env.secrets)")
         if _under(build_dir, Path(tempfile.gettempdir())):
             build_dir = stage_build(build_dir, config)
-            print(f"ftc: the job uses the build copied to {build_dir}", file=sys.stderr)
-        cmd = [sbatch, "--parsable"]
-        if address:
-            cmd.append(f"--clusters={address}")
-        cmd += [str(build_dir / JOB_SCRIPT), *args]
-        env = {**os.environ, "FTC_BUILD_DIR": str(build_dir)}
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if result.returncode != 0:
-            message = result.stderr.strip() or result.stdout.strip()
-            print(f"error: sbatch failed (exit {result.returncode}): {message}", file=sys.stderr)
-            return result.returncode
-        job_id = result.stdout.strip().split(";")[0]
-        print(job_id)
-        return 0
+            on_status(f"the job uses the build copied to {build_dir}")
+        job_id = _sbatch(sbatch, build_dir, args, address)
+        return Submitted(self.name, job_id=job_id, job_kind="SLURM job", where=address, parsable=True)
+
+
+def _sbatch(sbatch: str, build_dir: Path, args: list[str], cluster: str | None) -> str:
+    """Run `sbatch --parsable` on the build's job script: the job id, or SubmitError with sbatch's exit code."""
+    cmd = [sbatch, "--parsable"]
+    if cluster:
+        cmd.append(f"--clusters={cluster}")
+    cmd += [str(build_dir / JOB_SCRIPT), *args]
+    env = {**os.environ, "FTC_BUILD_DIR": str(build_dir)}
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        message = result.stderr.strip() or result.stdout.strip()
+        raise SubmitError(f"sbatch failed (exit {result.returncode}): {message}", exit_code=result.returncode)
+    return result.stdout.strip().split(";")[0]
+
+
+# --------------------------------------------------------------------------- checks
+
+_KEY = ("targets", "slurm")
+
+
+@RULES.rule("FTC301", "error", "GPUs on a CPU run")
+def _gpus_on_a_cpu_run(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """gpus_per_node asks for GPUs but resources.device is cpu."""
+    gpus = plan.job.gpus_per_node
+    if gpus > 0 and plan.job.device == "cpu":
+        yield (
+            (*_KEY, "gpus_per_node"),
+            f"asks for {gpus} GPU(s) per node but resources.device is cpu; set device: gpu (or auto) or gpus_per_node: 0",
+        )
+
+
+@RULES.rule("FTC302", "error", "GPU run without GPUs")
+def _gpu_run_without_gpus(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """resources.device gpu or auto (one GPU per process on slurm) needs gpus_per_node above 0; a CPU job says
+    device: cpu."""
+    if plan.job.device == "gpu" and plan.job.gpus_per_node == 0:
+        yield (
+            (*_KEY, "gpus_per_node"),
+            f"is 0 but resources.device is {plan.spec.resources.device} (one GPU per process on slurm): the job would "
+            "get no GPU; set resources.device: cpu for a CPU job, or remove gpus_per_node",
+        )
+
+
+@RULES.rule("FTC303", "error/warning", "processes per node unlike GPUs per node")
+def _processes_unlike_gpus(plan: Plan) -> Iterator[tuple[KeyPath, str, Severity]]:
+    """An error when processes_per_node is larger than gpus_per_node (processes would share GPUs), a warning
+    when smaller (GPUs stay idle)."""
+    gpus, processes = plan.job.gpus_per_node, plan.spec.resources.processes_per_node
+    if gpus == 0 or plan.job.device != "gpu" or processes == gpus:
+        return
+    key = ("resources", "processes_per_node")
+    if processes > gpus:
+        yield key, (
+            f"is {processes} but targets.slurm.gpus_per_node is {gpus}: processes would share GPUs; run one process "
+            "per GPU"
+        ), "error"
+    else:
+        yield key, (
+            f"is {processes} but targets.slurm.gpus_per_node is {gpus}: {gpus - processes} GPU(s) per node stay "
+            "idle; run one process per GPU"
+        ), "warning"
+
+
+@RULES.rule("FTC304", "warning", "requeue without periodic checkpoints")
+def _requeue_without_checkpoints(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """requeue with evaluation_strategy no: a job stopped without the preemption signal starts over."""
+    if _options(plan).requeue and _no_periodic_checkpoints(plan):
+        yield (
+            (*_KEY, "requeue"),
+            "is on but the run writes no periodic checkpoints (evaluation_strategy is no): only the preemption signal "
+            "writes one, and a job stopped without it (node failure) starts over; set evaluation_strategy to epoch "
+            "or steps",
+        )
+
+
+@RULES.rule("FTC305", "warning", "signal not before the time limit")
+def _signal_after_time_limit(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """signal_seconds must be shorter than the time limit, or the signal comes as the job starts."""
+    o = _options(plan)
+    limit = time_seconds(o.time) if o.requeue and o.time else None
+    if limit is not None and o.signal_seconds >= limit:
+        yield (
+            (*_KEY, "signal_seconds"),
+            f"is {o.signal_seconds} s but the time limit is {limit} s: the signal would come as the job starts; "
+            "lower signal_seconds or raise time",
+        )
+
+
+@RULES.rule("FTC306", "warning", "signal settings without requeue")
+def _signal_without_requeue(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """signal and signal_seconds apply only with requeue."""
+    o = _options(plan)
+    if not o.requeue:
+        for name in ("signal", "signal_seconds"):
+            if name in o.model_fields_set:
+                yield (*_KEY, name), "has no effect because targets.slurm.requeue is false"
+
+
+@RULES.rule("FTC307", "error", "both venv and conda_env")
+def _venv_and_conda(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """A job activates one environment: venv or conda_env."""
+    o = _options(plan)
+    if o.venv and o.conda_env:
+        yield (*_KEY, "conda_env"), "cannot be used with venv; activate one environment"
+
+
+@RULES.rule("FTC308", "error", "host environment with a container")
+def _host_environment_in_container(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """venv and conda_env are activated on the host and do not reach the container of container_image."""
+    o = _options(plan)
+    if o.container_image:
+        for name in ("venv", "conda_env"):
+            if getattr(o, name):
+                yield (
+                    (*_KEY, name),
+                    "is activated on the host and does not reach the container of container_image; install ftc in "
+                    "the image instead",
+                )
+
+
+@RULES.rule("FTC309", "warning", "mounts without a container")
+def _mounts_without_container(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """container_mounts apply only with container_image."""
+    o = _options(plan)
+    if o.container_mounts and not o.container_image:
+        yield (*_KEY, "container_mounts"), "has no effect without container_image"
+
+
+@RULES.rule("FTC310", "warning", "accelerator type on a CPU run")
+def _accelerator_type_on_cpu(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """resources.accelerator_type is not requested when the job asks for no GPU (resources.device cpu)."""
+    if plan.job.accelerator_type and plan.job.device == "cpu":
+        yield ("resources", "accelerator_type"), "is not requested: resources.device is cpu, so the job asks for no GPU"
+
+
+def _options(plan: Plan) -> SlurmOptions:
+    return plan.options  # type: ignore[return-value]
 
 
 def _no_periodic_checkpoints(plan: Plan) -> bool:

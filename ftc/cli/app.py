@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ftc import __version__
 from ftc.errors import FtcError
+
+if TYPE_CHECKING:
+    from ftc.backends.base import Submitted
 
 app = typer.Typer(
     name="ftc",
@@ -125,8 +129,11 @@ def run(
         except FtcError as exc:
             raise _fail(exc) from None
         output.mkdir(parents=True, exist_ok=True)
-        code = get_backend("local").submit(folder, ["--output_dir", str(output.resolve())])
-    raise typer.Exit(code)
+        try:
+            result = get_backend("local").submit(folder, ["--output_dir", str(output.resolve())])
+        except FtcError as exc:
+            raise _fail(exc) from None
+    raise typer.Exit(result.exit_code)
 
 
 @app.command()
@@ -190,6 +197,7 @@ def docs(
     ] = "tables",
 ) -> None:
     """Print the parameter documentation, generated from the schema (the reference, one task's tables, or the rules)."""
+    import ftc.backends.registry  # noqa: F401  (registers the targets: their options and rules are documented too)
     from ftc.spec import docs as spec_docs
     from ftc.spec.fields import TASKS
 
@@ -218,17 +226,19 @@ def docs(
         typer.echo(spec_docs.render_task_docs(task), nl=False)
         return
     from ftc.backends.registry import backends
+    from ftc.compiler.build import task_docs
 
-    documented = {name: b for name, b in backends().items() if b.task_docs(task) is not None}
+    documented = {name: page for name in backends() if (page := task_docs(task, name)) is not None}
     if format_ not in documented:
         typer.echo(f"error: unknown docs format {format_!r}; formats: {', '.join(['tables', *documented])}", err=True)
         raise typer.Exit(2)
-    typer.echo(documented[format_].task_docs(task), nl=False)
+    typer.echo(documented[format_], nl=False)
 
 
 @app.command()
 def schema() -> None:
     """Print the spec's JSON Schema (for editors: yaml-language-server, and other tools)."""
+    import ftc.backends.registry  # noqa: F401  (registers the targets: the schema has their sections)
     from ftc.spec.schema import schema_text
 
     typer.echo(schema_text(), nl=False)
@@ -264,13 +274,39 @@ def submit(
     with _signals_end_the_command(), tempfile.TemporaryDirectory(prefix="ftc-submit-") as build:
         try:
             (folder,) = compile_spec(spec, [target], build, set_ or [], on_warning=_warn)
-            code = get_backend(target).submit(folder, runtime_args or [], address=address)
+            result = get_backend(target).submit(
+                folder, runtime_args or [], address=address, on_output=_output, on_status=_status
+            )
         except FtcError as exc:
             raise _fail(exc) from None
-        except NotImplementedError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-    raise typer.Exit(code)
+        _report(result)
+    raise typer.Exit(result.exit_code)
+
+
+def _output(text: str) -> None:
+    """A submitted job's output, as it comes, on stdout, as it is (colours kept)."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _status(text: str) -> None:
+    """A line on a submit's progress, on stderr."""
+    typer.echo(f"ftc: {text}", err=True)
+
+
+def _report(result: Submitted) -> None:
+    """How a submit ended: a followed job's final state (stderr), else where the job went (stdout)."""
+    if result.job_id is None:  # it ran here: its own output was the report
+        return
+    if result.state is not None:
+        detail = f": {result.message}" if result.message else ""
+        typer.echo(f"ftc: {result.job_kind} {result.job_id} {result.state}{detail}", err=True)
+    elif result.parsable:
+        typer.echo(result.job_id)
+    else:
+        typer.echo(f"submitted {result.job_id} to {result.where}")
+        if result.url:
+            typer.echo(result.url)
 
 
 def main() -> None:

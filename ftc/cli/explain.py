@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ftc.compiler.resolve import Resolved
+from ftc.spec.resolved import Resolved
 from ftc.spec.secrets import mask_secrets
 
 

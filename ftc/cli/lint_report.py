@@ -115,11 +115,11 @@ def report_sarif(results: list[FileResult]) -> str:
     """SARIF 2.1.0 for code scanning (GitHub uploads it with codeql-action/upload-sarif)."""
     from ftc import __version__
     from ftc.backends.registry import backends
-    from ftc.spec.rules import RULES
+    from ftc.spec.rules import RULES, Rule
 
-    registry: dict[str, Any] = dict(RULES)
+    registry: dict[str, Rule[Any]] = dict(RULES)
     for backend in backends().values():
-        registry.update({r.id: r for r in backend.rules})
+        registry.update(backend.rules)
     used = sorted({f.rule for r in results for f in r.findings})
     rules = []
     for rule_id in used:
@@ -130,8 +130,8 @@ def report_sarif(results: list[FileResult]) -> str:
                 "name": known.title if known else rule_id,
                 "shortDescription": {"text": known.title if known else rule_id},
                 "fullDescription": {"text": known.doc if known else rule_id},
-                # a target rule of both severities ("error/warning") defaults to error; each result has its own level
-                "defaultConfiguration": {"level": known.severity.split("/")[0] if known else "error"},
+                # a rule of both severities ("error/warning") defaults to error; each result has its own level
+                "defaultConfiguration": {"level": known.severities[0] if known else "error"},
             }
         )
     findings = [f for r in results for f in r.findings]

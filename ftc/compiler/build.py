@@ -7,13 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ftc import __version__
+from ftc.backends.plan import Plan, job_for
 from ftc.backends.registry import backends, get_backend
-from ftc.compiler.plan import Plan, build_plan
-from ftc.compiler.resolve import CONFIG_NAME, Resolved, resolve
+from ftc.compiler.resolve import resolve
 from ftc.compiler.write import Artifact, manifest, write_builds
+from ftc.contract import CONFIG_NAME
 from ftc.errors import CompileError, Problem, SpecError
 from ftc.spec.loader import SourceDoc, load_spec_file, parse_spec_text
 from ftc.spec.overrides import apply_overrides
+from ftc.spec.resolved import Resolved
 from ftc.spec.rules import TARGET_RULE, Finding, run_rules
 from ftc.spec.secrets import mask_secrets
 from ftc.spec.validate import validate_spec
@@ -42,6 +44,16 @@ def expand_targets(targets: list[str], resolved: Resolved) -> list[str]:
     return list(dict.fromkeys(targets))
 
 
+def build_plan(resolved: Resolved, target: str, base_dir: str) -> Plan:
+    """The plan for one target; `base_dir` is the spec folder relative to the target's output folder."""
+    backend = get_backend(target)
+    options = getattr(resolved.spec.targets, target)  # type: ignore[attr-defined]
+    job = job_for(resolved.spec, options, backend.runs_on_cluster)
+    config = resolved.runtime_config(base_dir)
+    config["resources"]["device"] = job.device  # what the job asked for: the runtime refuses a node without it
+    return Plan(resolved=resolved, target=target, options=options, config=config, job=job)
+
+
 def plan_for(resolved: Resolved, target: str, out_dir: Path) -> Plan:
     """The plan of one target whose files go to `out_dir/<target>/`."""
     base_dir = os.path.relpath(resolved.doc.base_dir, (out_dir / target).resolve())
@@ -53,6 +65,11 @@ def task_defaults_plan(task: str, target: str) -> Plan:
     text = f"task: {task}\nmodel: model\ndata:\n  preprocess_output: data\n"
     resolved = resolve_doc(parse_spec_text(text.encode(), f"<{task} defaults>"), [])
     return build_plan(resolved, target, ".")
+
+
+def task_docs(task: str, target: str) -> str | None:
+    """What `target` documents of a spec that sets only `task` (its defaults); None when it documents nothing."""
+    return get_backend(target).task_docs(task_defaults_plan(task, target))
 
 
 def findings_for(resolved: Resolved, plans: list[Plan]) -> list[Finding]:

@@ -5,21 +5,17 @@ The result is what every target's runtime reads (`ftc.resolved.json`) and what `
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
-from ftc import __version__
 from ftc.errors import Location
+from ftc.spec.derived import EPOCHS, EVAL_BATCH, OPTIM, Derived, derive, follow_derived
 from ftc.spec.fields import meta_of, names_of
-from ftc.spec.model import SECTION_ALIASES
 from ftc.spec.loader import SourceDoc
-from ftc.spec.model import SpecBase
-from ftc.spec.sections import LLM_TASKS, LOWER_IS_BETTER
+from ftc.spec.model import SECTION_ALIASES, SpecBase
+from ftc.spec.resolved import Resolved
 
-CONFIG_NAME = "ftc.resolved.json"
 # What a default means beyond its value, shown by `ftc explain` next to its source.
 DEFAULT_NOTES = {"precision.precision": "bf16 on GPUs that have it, else fp16; 32-bit on CPU; decided at run time"}
 TASK_DEFAULT_NOTES = {
@@ -28,67 +24,35 @@ TASK_DEFAULT_NOTES = {
 }
 
 
-@dataclass(frozen=True)
-class Resolved:
-    """A spec with every value decided, where each came from, and the values derived from them."""
-
-    spec: SpecBase
-    doc: SourceDoc
-    sources: dict[str, str] = field(default_factory=dict)
-    derived: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return str(self.derived["name"])
-
-    def runtime_config(self, base_dir: str) -> dict[str, Any]:
-        """The runtime's configuration: every parameter (targets excluded) plus derived values.
-
-        `base_dir` is the spec's folder relative to the folder holding the config, so relative
-        data and model paths resolve the same way wherever the build is moved with its spec.
-        """
-        params = self.spec.model_dump(mode="json", exclude={"targets", "lint"})
-        return {
-            "ftc": {"version": __version__, "spec": self.doc.file.rsplit("/", 1)[-1], "spec_sha256": self.doc.sha256},
-            "base_dir": base_dir,
-            "derived": self.derived,
-            **params,
-        }
-
-
 def resolve(spec: SpecBase, doc: SourceDoc) -> Resolved:
     """Apply task defaults and cross-system spellings, and derive the values targets need."""
     sources: dict[str, str] = {}
     _apply_task_defaults(spec, doc, sources)
     _apply_llama_recipes_precision(spec, sources)
-    llm_derived = _apply_llm_defaults(spec, sources)
-    res, ev = spec.resources, spec.evaluation
+    res = spec.resources
     if res.num_devices is not None and "processes_per_node" not in res.model_fields_set:
         res.processes_per_node = res.num_devices // res.nodes
         sources["resources.processes_per_node"] = "derived from resources.num_devices"
-    if not ev.run_validation and ev.evaluation_strategy != "no":
-        ev.evaluation_strategy = "no"
-        sources["evaluation.evaluation_strategy"] = "derived from evaluation.run_validation: false"
     if spec.precision.quantization and "apply_lora" not in spec.lora.model_fields_set:
         spec.lora.apply_lora = True  # QLoRA: a quantized model trains through an adapter only
         sources["lora.apply_lora"] = "derived from precision.quantization"
-    world_size = res.nodes * res.processes_per_node
-    tr = spec.training
-    derived = {
-        "name": spec.name or f"{spec.task}_finetune",
-        "world_size": world_size,
-        "effective_train_batch_size": tr.per_device_train_batch_size * world_size * tr.gradient_accumulation_steps,
-        "epochs_from_min_update_steps": tr.min_update_steps is not None
-        and "num_train_epochs" not in tr.model_fields_set,
-        "metric_greater_is_better": ev.metric_for_best_model not in LOWER_IS_BETTER,
-        **llm_derived,
-    }
-    return Resolved(spec=spec, doc=doc, sources=sources, derived=derived)
+    derived = derive(spec, _defaults(sources))
+    _note_followers(spec, derived, sources)
+    follow_derived(spec, derived)
+    return Resolved(spec=spec, doc=doc, derived=derived, sources=sources)
 
 
-def epochs_for_min_update_steps(min_update_steps: int, steps_per_epoch: int) -> int:
-    """Anyscale's rule: enough epochs to make at least `min_update_steps` optimizer steps."""
-    return max(1, math.ceil(min_update_steps / max(1, steps_per_epoch)))
+def _defaults(sources: dict[str, str]) -> set[str]:
+    """The parameters derive() asks about whose values are defaults (of the spec format or of the task)."""
+    return {key for key in (OPTIM, EVAL_BATCH, EPOCHS) if sources[key].startswith("default")}
+
+
+def _note_followers(spec: SpecBase, derived: Derived, sources: dict[str, str]) -> None:
+    """The sources of the parameters follow_derived() is about to set."""
+    if not spec.evaluation.run_validation and spec.evaluation.evaluation_strategy != "no":
+        sources["evaluation.evaluation_strategy"] = "derived from evaluation.run_validation: false"
+    if derived.eval_batch_from_train:
+        sources[EVAL_BATCH] = f"default for task {spec.task} (= training.per_device_train_batch_size)"
 
 
 def _apply_task_defaults(spec: SpecBase, doc: SourceDoc, sources: dict[str, str]) -> None:
@@ -124,24 +88,6 @@ def _apply_llama_recipes_precision(spec: SpecBase, sources: dict[str, str]) -> N
     elif p.mixed_precision is False:  # given as false: llama-recipes trains in 32-bit
         p.precision = "32"
         sources["precision.precision"] = "derived from precision.mixed_precision: false"
-
-
-def _apply_llm_defaults(spec: SpecBase, sources: dict[str, str]) -> dict[str, bool]:
-    """causal_lm: evaluation batch = training batch unless given; the fused optimizer on CUDA unless chosen.
-
-    Returns the derived flags that let the runtime apply them (it knows the device, and the
-    command line may change the training batch)."""
-    if spec.task not in LLM_TASKS:
-        return {}
-    derived = {"optim_fused_on_cuda": sources["optimizer.optim"].startswith("default")}
-    tr = spec.training
-    if sources["training.per_device_eval_batch_size"] == "default":
-        tr.per_device_eval_batch_size = tr.per_device_train_batch_size
-        sources["training.per_device_eval_batch_size"] = (
-            f"default for task {spec.task} (= training.per_device_train_batch_size)"
-        )
-        derived["eval_batch_from_train"] = True
-    return derived
 
 
 def _position(doc: SourceDoc, section: str, names: tuple[str, ...]) -> Location:

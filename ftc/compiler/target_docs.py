@@ -36,9 +36,6 @@ lora: {apply_lora: true}
 checkpointing: {output_dir: /shared/runs/llama}
 resources: {nodes: 2, processes_per_node: 8, accelerator_type: A100-80G}
 """
-# The file shown in full for each target (the worked example's, then the GPU example's); the others are listed.
-MAIN_ARTIFACT = {"local": "run.sh", "slurm": "job.sbatch", "ray": "job.yaml", "azureml": "component.yaml"}
-GPU_ARTIFACT = {**MAIN_ARTIFACT, "ray": "kuberay-rayjob.yaml", "azureml": "pipeline.yaml"}
 SHOWN_LINES = 80
 
 
@@ -60,22 +57,22 @@ def render_target_docs(name: str) -> str:
         "## Checks\n",
         (
             f"`ftc lint --target {name}` and every compile for {name} check these (errors stop the compile):\n\n"
-            + rules_table(backend.rules)
+            + rules_table(backend.rules.values())
             if backend.rules
             else "This target adds no checks.\n"
         ),
         f"## Options (`targets.{name}`)\n",
         markdown_table(COLUMNS, rows) if rows else "This target has no options.\n",
         "## Worked example\n",
-        *_example(name, EXAMPLE_SPEC, [], MAIN_ARTIFACT),
+        *_example(name, EXAMPLE_SPEC, [], backend.main_artifact),
         f"## GPU example\n\n{gpu_note[0].upper()}{gpu_note[1:]}.\n",
-        *_example(name, GPU_EXAMPLE_SPEC, gpu_overrides, GPU_ARTIFACT),
+        *_example(name, GPU_EXAMPLE_SPEC, gpu_overrides, backend.gpu_artifact or backend.main_artifact),
     ]
     return "\n".join(parts)
 
 
-def _example(name: str, spec_text: str, overrides: list[str], shown: dict[str, str]) -> list[str]:
-    """The spec, the files it compiles to for `name`, and one of them in full (cut at SHOWN_LINES)."""
+def _example(name: str, spec_text: str, overrides: list[str], shown: str | None) -> list[str]:
+    """The spec, the files it compiles to for `name`, and `shown` (None: the first) in full, cut at SHOWN_LINES."""
     parts = [
         "`spec.yaml`:\n",
         f"```yaml\n{spec_text}```\n",
@@ -88,7 +85,7 @@ def _example(name: str, spec_text: str, overrides: list[str], shown: dict[str, s
         (folder,) = compile_spec(spec, [name], Path(tmp) / "build", overrides)
         files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         parts.append("".join(f"- `{f}`\n" for f in files))
-        main = shown.get(name, files[0])
+        main = shown or files[0]
         text = (folder / main).read_text()
     lines = text.splitlines()
     cut = "\n".join(lines[:SHOWN_LINES]) + ("\n# ... (cut here in the docs)" if len(lines) > SHOWN_LINES else "")

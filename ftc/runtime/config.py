@@ -6,6 +6,9 @@ A parameter is named by its leaf name or an alias (`--learning_rate 1e-4`, `--lr
 its dotted path (`--training.seed 3`); VALUE is read as YAML, like a value in the spec. Relative
 paths in the config resolve against the spec's folder (the config's folder joined with its
 `base_dir`); relative paths given on the command line resolve against the current directory.
+
+The config must be of this ftc's version and config format (ftc.contract); it is validated with the spec's
+sections alone (SpecBase: no targets), so no backend or compiler module is loaded.
 """
 
 from __future__ import annotations
@@ -16,22 +19,19 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from ftc import __version__
+from ftc.contract import HEADER_KEY, HELP, META_KEYS, ArgumentError, config_problem, runtime_arguments
 from ftc.errors import UnreadableSpec
 from ftc.runtime.errors import UsageError
+from ftc.spec.arguments import argument_value
+from ftc.spec.derived import EPOCHS, MIN_UPDATE_STEPS, Derived, derive, follow_derived
 from ftc.spec.keys import accepted_names, leaf_index
-from ftc.spec.loader import load_value
-from ftc.spec.model import SECTION_ALIASES, SpecBase, spec_model
+from ftc.spec.model import SECTION_ALIASES, SpecBase
 from ftc.spec.secrets import looks_like_secret, mask_secrets
-from ftc.spec.sections import LOWER_IS_BETTER
-
-# Keys of the config file that are not spec sections.
-META_KEYS = ("ftc", "base_dir", "derived")
-# Arguments launchers add on their own (deepspeed passes --local_rank=N); accepted and ignored.
-IGNORED_ARGS = ("local_rank", "local-rank")
 
 USAGE = """\
 usage: python -m ftc.runtime --config PATH/ftc.resolved.json [--output_dir DIR] [--<parameter> VALUE ...]
@@ -65,29 +65,19 @@ class Args:
 
 
 def parse_args(argv: list[str]) -> Args:
-    """Split argv into --config and `--name value` overrides (also `--name=value`)."""
+    """Split argv into --config and `--name value` overrides (the grammar of ftc.contract.runtime_arguments)."""
     config: str | None = None
     overrides: list[Override] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg in ("-h", "--help"):
-            return Args(config, overrides, help=True)
-        if not arg.startswith("--") or len(arg) == 2:
-            raise UsageError(f"unexpected argument {arg!r}; parameters are given as --name value")
-        name, eq, value = arg[2:].partition("=")
-        if not eq:
-            has_value = i + 1 < len(argv) and not argv[i + 1].startswith("--")
-            value = argv[i + 1] if has_value else "true"
-            i += 2 if has_value else 1
-        else:
-            i += 1
-        if name in IGNORED_ARGS:
-            continue
-        if name == "config":
-            config = value
-        else:
-            overrides.append(Override(name, value))
+    try:
+        for name, value in runtime_arguments(argv):
+            if name == HELP:
+                return Args(config, overrides, help=True)
+            if name == "config":
+                config = value
+            else:
+                overrides.append(Override(name, value))
+    except ArgumentError as exc:
+        raise UsageError(str(exc)) from None
     return Args(config, overrides)
 
 
@@ -96,7 +86,7 @@ class RunConfig:
     """A validated spec, its derived values, and where its relative paths point."""
 
     spec: SpecBase
-    derived: dict[str, Any]
+    derived: Derived
     config_path: Path
     root: Path  # the spec's folder: relative paths in the config resolve against it
     cli_keys: set[tuple[str, ...]] = field(default_factory=set)  # parameters set on the command line
@@ -135,14 +125,7 @@ class RunConfig:
 def load_config(config_path: str | Path, overrides: list[Override] | None = None, cwd: Path | None = None) -> RunConfig:
     """Read `ftc.resolved.json`, apply overrides, validate into the typed spec."""
     path = Path(config_path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"cannot read config file {path}: {exc}") from None
-    if not isinstance(raw, dict) or "task" not in raw:
-        raise UsageError(f"{path} is not an ftc runtime config (ftc.resolved.json written by `ftc compile`)")
+    raw = _read_config(path)
     params = {k: v for k, v in raw.items() if k not in META_KEYS}
     cli_keys: set[tuple[str, ...]] = set()
     given: dict[tuple[str, ...], Override] = {}
@@ -153,13 +136,32 @@ def load_config(config_path: str | Path, overrides: list[Override] | None = None
         cli_keys.add(key)
         given[key] = ov
     try:
-        spec = spec_model().model_validate(params)
+        spec = SpecBase.model_validate(params)
+        compiled = Derived.from_config(raw.get("derived") or {})
     except ValidationError as exc:
         raise UsageError(_validation_message(exc, given, path)) from None
-    derived = _derive(spec, dict(raw.get("derived") or {}), cli_keys)
+    except TypeError as exc:
+        raise UsageError(f"{path}: derived: {exc}; compile the spec again with this ftc") from None
+    derived = _derive_again(spec, compiled, cli_keys)
     base_dir = str(raw.get("base_dir") or ".")
     root = Path(os.path.normpath(path.resolve().parent / base_dir))
     return RunConfig(spec=spec, derived=derived, config_path=path, root=root, cli_keys=cli_keys, cwd=cwd or Path.cwd())
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The JSON of a resolved config of this ftc's version and format; UsageError otherwise."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"cannot read config file {path}: {exc}") from None
+    if not isinstance(raw, dict) or "task" not in raw:
+        raise UsageError(f"{path} is not an ftc runtime config (ftc.resolved.json written by `ftc compile`)")
+    problem = config_problem(raw.get(HEADER_KEY), __version__)
+    if problem is not None:
+        raise UsageError(f"{path}: {problem}")
+    return raw
 
 
 def _refuse_literal_secret(ov: Override) -> None:
@@ -197,14 +199,14 @@ def override_path(name: str) -> tuple[str, ...]:
         raise UsageError(f"unknown parameter --{name}{hint}")
     parts = name.split(".")
     parts[0] = SECTION_ALIASES.get(parts[0], parts[0])
-    model: type[BaseModel] | None = spec_model()
+    model: type[BaseModel] | None = SpecBase
     out: list[str] = []
     for i, part in enumerate(parts):
         if model is None:  # inside a mapping such as env.vars: keys are free
             out.append(part)
             continue
         names = accepted_names(model)
-        if part not in names or (i == 0 and part in ("targets", "lint", "version", "task")):
+        if part not in names or (i == 0 and part in ("lint", "version", "task")):
             close = difflib.get_close_matches(part, list(names), n=1, cutoff=0.6)
             where = ".".join(out) or "the spec"
             hint = f"; did you mean --{'.'.join([*out, close[0]])}?" if close else ""
@@ -222,24 +224,11 @@ def override_path(name: str) -> tuple[str, ...]:
 
 
 def _parse_value(text: str, key: tuple[str, ...]) -> Any:
+    """A command-line value as the runtime reads it (ftc.spec.arguments.argument_value); UsageError if unreadable."""
     try:
-        value = load_value(text, f"--{'.'.join(key)}") if text.strip() else ""
+        return argument_value(text, key)
     except UnreadableSpec as exc:
         raise UsageError(str(exc)) from None
-    if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
-        value = text.strip()  # YAML 1.1 reads no/yes/on/off as booleans: `--evaluation_strategy no`
-    if isinstance(value, str) and _is_list_field(key):
-        value = [v.strip() for v in value.split(",") if v.strip()]
-    return value
-
-
-def _is_list_field(key: tuple[str, ...]) -> bool:
-    model: Any = spec_model()
-    for part in key:
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
-            return False
-        model = model.model_fields[part].annotation
-    return get_origin(model) is list or any(get_origin(a) is list for a in get_args(model))
 
 
 def _set(params: dict[str, Any], key: tuple[str, ...], value: Any) -> None:
@@ -263,27 +252,28 @@ def _validation_message(exc: ValidationError, given: dict[tuple[str, ...], Overr
     return "invalid configuration: " + "; ".join(lines)
 
 
-def _derive(spec: SpecBase, derived: dict[str, Any], cli_keys: set[tuple[str, ...]]) -> dict[str, Any]:
-    """Recompute what the compiler derived, for values the command line changed."""
-    ev, tr, p = spec.evaluation, spec.training, spec.precision
-    if not ev.run_validation:
-        ev.evaluation_strategy = "no"
-    if ("precision", "precision") not in cli_keys:
-        if ("precision", "use_fp16") in cli_keys and p.use_fp16:
-            p.precision = "fp16"
-        elif ("precision", "mixed_precision") in cli_keys and p.mixed_precision is not None:
-            p.precision = "bf16" if p.mixed_precision else "32"
-    if ("optimizer", "optim") in cli_keys:
-        derived["optim_fused_on_cuda"] = False
-    if ("training", "per_device_eval_batch_size") in cli_keys:
-        derived["eval_batch_from_train"] = False
-    elif derived.get("eval_batch_from_train"):  # causal_lm: the evaluation batch follows the training batch
-        tr.per_device_eval_batch_size = tr.per_device_train_batch_size
-    derived["metric_greater_is_better"] = ev.metric_for_best_model not in LOWER_IS_BETTER
-    if ("training", "num_train_epochs") in cli_keys:
-        derived["epochs_from_min_update_steps"] = False
-    elif ("training", "min_update_steps") in cli_keys:
-        derived["epochs_from_min_update_steps"] = tr.min_update_steps is not None
-    derived.setdefault("epochs_from_min_update_steps", False)
-    derived.setdefault("name", spec.name or f"{spec.task}_finetune")
+def _derive_again(spec: SpecBase, compiled: Derived, cli_keys: set[tuple[str, ...]]) -> Derived:
+    """What the compiler derived, derived again (by the same function) after the command line changed parameters.
+
+    A parameter set on the command line is given; one the compiler recorded as a default stays one. A
+    min_update_steps set on the command line stands in for num_train_epochs unless that is set there too.
+    """
+    cli = {".".join(key) for key in cli_keys}
+    defaults = compiled.defaults() - cli
+    if MIN_UPDATE_STEPS in cli and EPOCHS not in cli:
+        defaults.add(EPOCHS)
+    _follow_precision_flags(spec, cli_keys)
+    derived = derive(spec, defaults)
+    follow_derived(spec, derived)
     return derived
+
+
+def _follow_precision_flags(spec: SpecBase, cli_keys: set[tuple[str, ...]]) -> None:
+    """llama-recipes' use_fp16 / mixed_precision on the command line set precision, unless it is set there too."""
+    p = spec.precision
+    if ("precision", "precision") in cli_keys:
+        return
+    if ("precision", "use_fp16") in cli_keys and p.use_fp16:
+        p.precision = "fp16"
+    elif ("precision", "mixed_precision") in cli_keys and p.mixed_precision is not None:
+        p.precision = "bf16" if p.mixed_precision else "32"

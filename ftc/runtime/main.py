@@ -14,14 +14,13 @@ from __future__ import annotations
 import os
 import sys
 
+from ftc.contract import CHECK_ENV, CHECKS
+from ftc.contract import RUNTIME_MODULE as PROG
 from ftc.errors import FtcError
 from ftc.runtime.config import USAGE, ensure_output_dir, load_config, parse_args
 from ftc.runtime.errors import Stopped, UsageError
 from ftc.spec.secrets import mask_secrets
 
-PROG = "ftc.runtime"
-CHECK_ENV = "FTC_CHECK"
-CHECKS = ("rendezvous",)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,7 @@ same step, for the same signal, even when the signal reaches them at different t
 of them; a stop signal wins over the requeue signal. The handlers are installed in the main thread
 only (Python delivers signals there: where the runtime runs in another thread, as under Ray Train,
 the signals keep their handlers) and restored when the run ends. The runtime's hooks
-(ftc/runtime/trainer.py, `run` and `_run`):
+(ftc/runtime/trainer.py: `run`, `_guarded` and `train`):
 
     preempt = preemption.for_run()         # first thing: installs the handlers
     try:

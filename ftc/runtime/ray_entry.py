@@ -28,7 +28,6 @@ never picks up an old run's checkpoints; with checkpointing.resume_from_checkpoi
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -41,15 +40,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ftc.contract import CHECK_ENV, CHECKS, CONFIG_NAME, MODEL_FOLDER
+from ftc.contract import RAY_ENTRY_MODULE as PROG
+from ftc.contract import RAY_JOB_ENV as JOB_ENV
 from ftc.errors import FtcError
 from ftc.runtime.config import RunConfig, load_config, parse_args
 from ftc.runtime.errors import UsageError
-from ftc.runtime.main import CHECK_ENV, CHECKS
 from ftc.spec import env_values
 
-PROG = "ftc.runtime.ray_entry"
-JOB_ENV = "FTC_RAY_JOB"
-MODEL_FOLDER = "pytorch_model_folder"  # = ftc.runtime.trainer.MODEL_FOLDER (TrainingArguments.output_dir)
 CHECKPOINT_PREFIX = "checkpoint-"
 
 USAGE = f"""\
@@ -162,7 +160,7 @@ def loaded_config(job: dict[str, Any], argv: list[str]) -> Iterator[RunConfig]:
     config = {**job["config"], "base_dir": str(spec_root(job))}
     folder = Path(tempfile.mkdtemp(prefix="ftc-ray-"))
     try:
-        path = folder / "ftc.resolved.json"
+        path = folder / CONFIG_NAME
         path.write_text(json.dumps(config), encoding="utf-8")
         yield load_config(path, args.overrides)
     finally:
@@ -309,28 +307,10 @@ def check_rendezvous() -> None:
 
 
 def run_runtime(cfg: RunConfig, callbacks: list[Any]) -> dict[str, float]:
-    """ftc.runtime.trainer.run with extra Trainer callbacks.
-
-    Uses run(cfg, callbacks=...) when the runtime takes them; until then the callbacks are added
-    to the Trainer that the runtime's make_trainer builds, in this worker process only.
-    """
+    """ftc.runtime.trainer.run with extra Trainer callbacks (Ray Train's reports and checkpoints)."""
     from ftc.runtime import trainer
 
-    if "callbacks" in inspect.signature(trainer.run).parameters:
-        return trainer.run(cfg, callbacks=callbacks)  # type: ignore[call-arg]
-    original = trainer.make_trainer
-
-    def make_trainer(*args: Any, **kwargs: Any) -> Any:
-        built = original(*args, **kwargs)
-        for callback in callbacks:
-            built.add_callback(callback)
-        return built
-
-    trainer.make_trainer = make_trainer  # type: ignore[assignment]
-    try:
-        return trainer.run(cfg)
-    finally:
-        trainer.make_trainer = original  # type: ignore[assignment]
+    return trainer.run(cfg, callbacks=callbacks)
 
 
 def _step(path: Path) -> int | None:

@@ -8,7 +8,7 @@ import functools
 from pydantic import BaseModel
 
 from ftc.spec.fields import names_of
-from ftc.spec.model import SECTION_ALIASES, section_models, spec_model
+from ftc.spec.model import SECTION_ALIASES, SpecBase, parameter_sections, spec_model
 
 
 def accepted_names(model: type[BaseModel]) -> dict[str, str]:
@@ -17,7 +17,7 @@ def accepted_names(model: type[BaseModel]) -> dict[str, str]:
     for field_name, field in model.model_fields.items():
         for n in names_of(field_name, field):
             out[n] = field_name
-    if model is spec_model():
+    if issubclass(model, SpecBase):  # the spec's root, with or without targets
         out.update({alias: section for alias, section in SECTION_ALIASES.items()})
     return out
 
@@ -26,9 +26,7 @@ def accepted_names(model: type[BaseModel]) -> dict[str, str]:
 def leaf_index() -> dict[str, tuple[str, str]]:
     """Leaf name or alias -> (section, primary name), for the sections of parameters (not targets)."""
     index: dict[str, tuple[str, str]] = {}
-    for section, model in section_models().items():
-        if section == "targets":
-            continue
+    for section, model in parameter_sections().items():
         for name, primary in accepted_names(model).items():
             index.setdefault(name, (section, primary))
     return index

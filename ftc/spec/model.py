@@ -19,7 +19,8 @@ SCALAR_SHORTHANDS = {"model": "model_selector_output", "precision": "precision"}
 
 
 class SpecBase(Section):
-    """Fields and normalisation shared by every spec, whatever backends are installed."""
+    """Fields and normalisation shared by every spec, whatever backends are installed: every section but
+    `targets`. The runtime validates resolved configs (which have no targets) with it, loading no backend."""
 
     version: Literal[1] = param(1, "Version of the spec format.")
     task: Task = param(description="The finetuning task.")  # type: ignore[valid-type]
@@ -76,9 +77,9 @@ class SpecBase(Section):
 
 
 def _targets_model() -> type[BaseModel]:
-    from ftc.backends.registry import backends
+    from ftc.spec.targets import targets
 
-    names = Literal[tuple(backends())]  # type: ignore[valid-type]
+    names = Literal[tuple(targets())]  # type: ignore[valid-type]
     fields: dict[str, Any] = {
         "enabled": (
             list[names] | None,  # type: ignore[valid-type]
@@ -93,7 +94,7 @@ def _targets_model() -> type[BaseModel]:
     }
     fields.update(
         (name, (backend.Options, Field(default_factory=backend.Options, description=backend.Options.__doc__)))
-        for name, backend in backends().items()
+        for name, backend in targets().items()
     )
     return create_model("Targets", __base__=Section, __doc__="Per-target settings.", **fields)
 
@@ -112,8 +113,17 @@ def spec_model() -> type[SpecBase]:
 
 def section_models() -> dict[str, type[BaseModel]]:
     """Section name -> model, for every section of the spec (targets included)."""
+    return _sections_of(spec_model())
+
+
+def parameter_sections() -> dict[str, type[BaseModel]]:
+    """Section name -> model, for the sections of parameters: every section but targets (no backend loaded)."""
+    return _sections_of(SpecBase)
+
+
+def _sections_of(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
     out: dict[str, type[BaseModel]] = {}
-    for name, field in spec_model().model_fields.items():
+    for name, field in model.model_fields.items():
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             out[name] = ann

@@ -73,9 +73,9 @@ def _ignore_checks(spec: SpecBase) -> list[tuple[tuple[str, ...], str]]:
 
 def rule_ids() -> set[str]:
     """Every rule id lint.ignore may name: the spec's rules and each registered target's."""
-    from ftc.backends.registry import backends  # loaded already: the spec model has a section per target
+    from ftc.spec.targets import targets
 
-    return set(RULES) | {r.id for backend in backends().values() for r in backend.rules}
+    return set(RULES).union(*(target.rules for target in targets().values()))
 
 
 def _problem(err: Any, doc: SourceDoc) -> Problem:

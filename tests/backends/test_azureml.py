@@ -26,12 +26,11 @@ import yaml
 from ftc import __version__
 from ftc.backends import _azureml_component as aml
 from ftc.backends import azureml as azureml_backend
-from ftc.backends.azureml import AzuremlSubmitError, _job_input_overrides, prepare_job, submit_pipeline, workspace_of
+from ftc.backends.azureml import _job_input_overrides, prepare_job, submit_pipeline, workspace_of
 from ftc.backends.registry import get_backend
-from ftc.compiler.build import compile_spec, load_resolved
-from ftc.compiler.plan import build_plan
+from ftc.compiler.build import build_plan, compile_spec, load_resolved, task_docs
 from ftc.cli.lint_report import lint_file
-from ftc.errors import SpecError
+from ftc.errors import SpecError, SubmitError
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).with_name("fixtures") / "azureml"
@@ -764,9 +763,9 @@ def test_submit_without_workspace(write: Callable[..., Path], tmp_path: Path, mo
     for name in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_RESOURCE_GROUP", "AZUREML_WORKSPACE_NAME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(AzuremlSubmitError, match="no Azure ML workspace"):
+    with pytest.raises(SubmitError, match="no Azure ML workspace"):
         submit_pipeline(folder, [])
-    with pytest.raises(AzuremlSubmitError, match="is not a workspace id"):
+    with pytest.raises(SubmitError, match="is not a workspace id"):
         submit_pipeline(folder, [], address="my-workspace")
 
 
@@ -780,7 +779,7 @@ def test_submit_credential_check_in_process(write: Callable[..., Path], tmp_path
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
     address = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"
     started = time.monotonic()
-    with pytest.raises(AzuremlSubmitError, match="no Azure credentials were found"):
+    with pytest.raises(SubmitError, match="no Azure credentials were found"):
         submit_pipeline(folder, ["--lr", "1e-4"], address=address, timeout=60)
     assert time.monotonic() - started < 60
 
@@ -797,7 +796,7 @@ def test_runtime_arguments_become_job_inputs(write: Callable[..., Path]) -> None
     component = read_yaml(compile_azureml(write(TINY)) / "component.yaml")
     got = _job_input_overrides(component, ["--lr", "1e-4", "--apply_lora", "--tracking.wandb_config.project=p", "--num_epochs", "3"])
     assert got == {"learning_rate": "1e-4", "apply_lora": "true", "wandb_config_project": "p", "num_train_epochs": "3"}
-    with pytest.raises(AzuremlSubmitError, match="--output_dir is not an input"):
+    with pytest.raises(SubmitError, match="--output_dir is not an input"):
         _job_input_overrides(component, ["--output_dir", "x"])
 
 
@@ -808,7 +807,7 @@ def test_prepared_job_binds_runtime_arguments(write: Callable[..., Path]) -> Non
     inputs = job._to_dict()["jobs"][aml.STEP]["inputs"]
     assert inputs["learning_rate"] == 1e-4 and inputs["num_train_epochs"] == 2 and inputs["apply_lora"] == "true"
     assert inputs["train_file_path"]["path"] == "azureml:train:3"
-    with pytest.raises(AzuremlSubmitError, match="--seed 'x': the input is of type integer"):
+    with pytest.raises(SubmitError, match="--seed 'x': the input is of type integer"):
         prepare_job(folder, ["--seed", "x"])
 
 
@@ -820,7 +819,7 @@ def test_component_docs_document_the_compiled_component(write: Callable[..., Pat
     from ftc.spec.docs import format_value
     from tests.spec.test_docs import by_name, parse_inputs, parse_outputs
 
-    page = get_backend("azureml").task_docs(task)
+    page = task_docs(task, "azureml")
     component = read_yaml(compile_azureml(write(f"task: {task}\nmodel: model\ndata:\n  preprocess_output: data\n")) / "component.yaml")
     headings = re.findall(r"^### (\w+)\n\n(.+)$", page, re.M)
     assert headings == [

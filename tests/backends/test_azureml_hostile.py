@@ -27,9 +27,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ftc.backends import _azureml_component as aml
-from ftc.backends.azureml import AzuremlSubmitError, _job_input_overrides
+from ftc.backends.azureml import _job_input_overrides
 from ftc.compiler.build import compile_spec, task_defaults_plan
-from ftc.errors import FtcError, SpecError
+from ftc.errors import FtcError, SpecError, SubmitError
 from ftc.runtime.config import load_config, parse_args
 from ftc.spec import env_values
 from ftc.spec.docs import iter_params
@@ -290,7 +290,7 @@ def test_refusals_are_clean_on_the_command_line(path: tuple[str, ...], value: st
 @pytest.mark.parametrize("value", ["x'; touch CANARY; echo '", "a\nb", "${{inputs.seed}}", "\u2028", "A" * 5000])
 def test_submit_refuses_what_the_command_line_cannot_carry(value: str) -> None:
     component = aml.build_component(task_defaults_plan("text_classification", "azureml"))
-    with pytest.raises(AzuremlSubmitError, match=r"--sentence1_key: the value .* cannot pass on the component's command line"):
+    with pytest.raises(SubmitError, match=r"--sentence1_key: the value .* cannot pass on the component's command line"):
         _job_input_overrides(component, ["--sentence1_key", value])
     assert _job_input_overrides(component, ["--sentence1_key", "$(touch CANARY)"]) == {"sentence1_key": "$(touch CANARY)"}
 

@@ -23,19 +23,18 @@ import jsonschema
 import pytest
 import yaml
 
+from ftc.backends.kubernetes import dns_label
 from ftc.backends.ray import (
-    JOB_ENV,
+    KUBERAY_NAME_MAX,
     RayBackend,
     dashboard_url,
     is_uri,
-    kubernetes_name,
     probe,
-    SubmitError,
     submission,
 )
-from ftc.compiler.build import compile_spec, load_resolved
-from ftc.compiler.plan import build_plan
-from ftc.errors import SpecError
+from ftc.compiler.build import build_plan, compile_spec, load_resolved
+from ftc.contract import RAY_JOB_ENV as JOB_ENV
+from ftc.errors import SpecError, SubmitError
 from ftc.runtime import ray_entry
 from ftc.spec import env_values
 from tests.backends.ray_cluster import NUM_GPUS, SECRET_NAME, SECRET_VALUE, RayCluster, ray_cluster  # noqa: F401  (the session fixture)
@@ -339,7 +338,7 @@ def test_lint_rules(write_spec: Callable[..., Path], text: str, rule: str, sever
 
 def test_rules_that_are_gone(write_spec: Callable[..., Path]) -> None:
     """env.vars references expand on the node (FTC408 is gone); a CPU job of 16 processes fits a pod (no FTC409)."""
-    assert "FTC408" not in {rule.id for rule in RayBackend.rules}
+    assert "FTC408" not in RayBackend.rules
     spec = MINIMAL + "checkpointing: {output_dir: /shared/runs/tc}\nenv: {vars: {DATA: '${HOME}/data'}}\n"
     assert RayBackend().check(plan_for(write_spec, spec + "resources: {num_devices: 16, device: cpu}\n")) == []
     found = RayBackend().check(plan_for(write_spec, spec + "resources: {num_devices: 16, nodes: 2}\n"))
@@ -478,10 +477,10 @@ def test_kuberay_values(write_spec: Callable[..., Path], tmp_path: Path) -> None
 
 
 def test_kuberay_names() -> None:
-    assert kubernetes_name("text_classification_finetune") == "text-classification-finetune"
-    assert kubernetes_name("9lives") == "ftc-9lives"
-    assert kubernetes_name("x" * 80) == "x" * 47
-    assert kubernetes_name("a" * 46 + "_b") == "a" * 46  # no trailing '-'
+    assert dns_label("text_classification_finetune", KUBERAY_NAME_MAX) == "text-classification-finetune"
+    assert dns_label("9lives", KUBERAY_NAME_MAX) == "ftc-9lives"
+    assert dns_label("x" * 80, KUBERAY_NAME_MAX) == "x" * 47
+    assert dns_label("a" * 46 + "_b", KUBERAY_NAME_MAX) == "a" * 46  # no trailing '-'
 
 
 @pytest.mark.parametrize(
@@ -622,12 +621,13 @@ def test_hostile_values_stay_data(tmp_path: Path, value: str, monkeypatch: pytes
 # --------------------------------------------------------------------------- submit, without a cluster
 
 
-def test_submit_needs_an_address(write_spec: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_submit_needs_an_address(write_spec: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = compile_ray(write_spec, tmp_path, MINIMAL)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
-    assert RayBackend().submit(folder, []) == 2
-    assert "no Ray address: pass --address http://HEAD:8265" in capsys.readouterr().err
+    with pytest.raises(SubmitError, match="no Ray address: pass --address http://HEAD:8265") as raised:
+        RayBackend().submit(folder, [])
+    assert raised.value.exit_code == 2
 
 
 def test_submission_resolves_the_working_dir(write_spec: Callable[..., Path], tmp_path: Path) -> None:

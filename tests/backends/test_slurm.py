@@ -20,7 +20,8 @@ import yaml
 
 from ftc.backends.slurm import SlurmBackend, sbatch_word, stage_build, time_seconds
 from ftc.compiler.build import compile_spec
-from ftc.errors import SpecError
+from ftc.spec import env_values
+from ftc.errors import SpecError, SubmitError
 from tests.backends.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (the session fixture)
 from tests.conftest import MINIMAL
 
@@ -269,7 +270,7 @@ def test_sbatch_word() -> None:
 )
 def test_lint_rules(write_spec: Callable[..., Path], text: str, rule: str, severity: str, key: str) -> None:
     from ftc.compiler.build import load_resolved
-    from ftc.compiler.plan import build_plan
+    from ftc.compiler.build import build_plan
 
     plan = build_plan(load_resolved(write_spec(MINIMAL + text)), "slurm", "../..")
     found = [(f.rule, f.severity, f.key) for f in SlurmBackend().check(plan)]
@@ -278,7 +279,7 @@ def test_lint_rules(write_spec: Callable[..., Path], text: str, rule: str, sever
 
 def test_clean_specs_have_no_findings(write_spec: Callable[..., Path]) -> None:
     from ftc.compiler.build import load_resolved
-    from ftc.compiler.plan import build_plan
+    from ftc.compiler.build import build_plan
 
     for text in (
         MINIMAL,
@@ -330,6 +331,7 @@ def _fake_tools(folder: Path) -> None:
 @pytest.mark.parametrize("value", HOSTILE)
 def test_hostile_values_stay_data(tmp_path: Path, value: str) -> None:
     multiline = any(c in value for c in "\n\u2028")
+    env_value = value if env_values.problem(value) is None else value.replace("$", "")  # a stray $: FTC147
     options = {
         "python": "python3",
         "modules": [value],
@@ -341,7 +343,7 @@ def test_hostile_values_stay_data(tmp_path: Path, value: str) -> None:
         "task": "text_classification",
         "model": value,
         "data": {"train_file_path": value},
-        "env": {"vars": {"HOSTILE": value}},
+        "env": {"vars": {"HOSTILE": env_value}},
         "resources": {"device": "cpu"},
         "targets": {"slurm": options},
     }
@@ -383,7 +385,7 @@ def test_hostile_values_stay_data(tmp_path: Path, value: str) -> None:
     }
     subprocess.run(["bash", str(script), "--output_dir", value], check=True, cwd=tmp_path, env=env)
     assert not (tmp_path / "CANARY").exists()
-    assert (out / "env.out").read_text() == value
+    assert (out / "env.out").read_text() == env_values.expand(env_value, env)
     args = (out / "srun.args").read_bytes().decode().split("\0")[:-1]
     assert args[-4:] == ["--config", str(folder / "ftc.resolved.json"), "--output_dir", value]
     assert "--rdzv_endpoint=node1:30734" in args  # 29500 + 1234 % 2000
@@ -407,36 +409,42 @@ def test_build_folder_must_be_found(write_spec: Callable[..., Path], tmp_path: P
 # --------------------------------------------------------------------------- submit (sbatch stand-in)
 
 
-def test_submit_without_sbatch(write_spec: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_submit_without_sbatch(write_spec: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = compile_slurm(write_spec, tmp_path, MINIMAL)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert SlurmBackend().submit(folder, []) == 127
-    assert "sbatch is not installed or not on PATH" in capsys.readouterr().err
+    with pytest.raises(SubmitError, match="sbatch is not installed or not on PATH") as raised:
+        SlurmBackend().submit(folder, [])
+    assert raised.value.exit_code == 127
 
 
-def test_submit_runs_sbatch_and_prints_the_job_id(
-    write_spec: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    folder = compile_slurm(write_spec, tmp_path, MINIMAL + "env:\n  secrets: [FTC_TEST_SECRET]\n")
+def fake_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: str = 'echo "77;cl"') -> Path:
+    """An `sbatch` on PATH that records its arguments and FTC_BUILD_DIR in the file it returns, then runs `answer`."""
     tools = tmp_path / "tools"
     tools.mkdir()
     (tools / "sbatch").write_text(
-        '#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$FTC_FAKE_OUT"\necho "FTC_BUILD_DIR=$FTC_BUILD_DIR" >> "$FTC_FAKE_OUT"\necho "77;cl"\n'
+        f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$FTC_FAKE_OUT"\necho "FTC_BUILD_DIR=$FTC_BUILD_DIR" >> "$FTC_FAKE_OUT"\n{answer}\n'
     )
     (tools / "sbatch").chmod(0o755)
     monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
     monkeypatch.setenv("FTC_FAKE_OUT", str(tmp_path / "sbatch.args"))
+    return tmp_path / "sbatch.args"
+
+
+def test_submit_runs_sbatch_and_returns_the_job_id(write_spec: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = compile_slurm(write_spec, tmp_path, MINIMAL + "env:\n  secrets: [FTC_TEST_SECRET]\n")
+    args_file = fake_sbatch(tmp_path, monkeypatch)
     monkeypatch.delenv("FTC_TEST_SECRET", raising=False)
-    assert SlurmBackend().submit(folder, ["--lr", "1e-4"]) == 2
-    assert "FTC_TEST_SECRET must be set" in capsys.readouterr().err
+    with pytest.raises(SubmitError, match="FTC_TEST_SECRET must be set") as raised:
+        SlurmBackend().submit(folder, ["--lr", "1e-4"])
+    assert raised.value.exit_code == 2
     monkeypatch.setenv("FTC_TEST_SECRET", "s3cr3t-value")
-    assert SlurmBackend().submit(folder, ["--lr", "1e-4"], address="big") == 0
-    captured = capsys.readouterr()
-    assert captured.out == "77\n"
-    recorded = (tmp_path / "sbatch.args").read_text().splitlines()
+    status: list[str] = []
+    result = SlurmBackend().submit(folder, ["--lr", "1e-4"], address="big", on_status=status.append)
+    assert (result.job_id, result.where, result.exit_code, result.state) == ("77", "big", 0, None)
+    recorded = args_file.read_text().splitlines()
     # The build is under the temp folder: it was copied next to the spec before sbatch ran.
     staged = Path(recorded[-1].removeprefix("FTC_BUILD_DIR="))
-    assert staged.parent == tmp_path / ".ftc-slurm" and "copied to" in captured.err
+    assert staged.parent == tmp_path / ".ftc-slurm" and status == [f"the job uses the build copied to {staged}"]
     assert recorded[:-1] == ["--parsable", "--clusters=big", str(staged / "job.sbatch"), "--lr", "1e-4"]
     config = json.loads((staged / "ftc.resolved.json").read_text())
     assert (staged / config["base_dir"]).resolve() == tmp_path.resolve()

@@ -98,7 +98,7 @@ def test_a_run_that_ignores_the_signal_is_killed_after_the_grace_period(tmp_path
     sender = threading.Thread(target=terminate_when_ready)
     sender.start()
     try:
-        assert LocalBackend().submit(tmp_path, []) == 128 + signal.SIGTERM
+        assert LocalBackend().submit(tmp_path, []).exit_code == 128 + signal.SIGTERM
         assert processes_naming(marker) == [] and received == []
         assert signal.getsignal(signal.SIGTERM) is record  # submit put the previous handler back
     finally:

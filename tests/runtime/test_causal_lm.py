@@ -321,7 +321,8 @@ def test_long_samples_are_cut_and_conversations_without_a_reply_left_are_dropped
 
 def test_perplexity_is_lower_is_better(compile_config, project: Path) -> None:
     from ftc.runtime.config import load_config
-    from ftc.runtime.trainer import add_perplexity, training_arguments_kwargs
+    from ftc.runtime.hf_trainer import add_perplexity
+    from ftc.runtime.training_args import training_arguments_kwargs
 
     cfg = load_config(compile_config(CHAT_SPEC))
     assert cfg.derived["metric_greater_is_better"] is False
@@ -517,7 +518,7 @@ def test_llm_defaults_reach_the_runtime(compile_config, project: Path, caplog) -
     evaluation batch = training batch, also when the command line changes the training batch."""
     from ftc.runtime.config import Override, load_config
     from ftc.runtime.tasks import get_task
-    from ftc.runtime.trainer import optimizer_name, training_arguments_kwargs
+    from ftc.runtime.training_args import optimizer_name, training_arguments_kwargs
 
     spec = CHAT_SPEC.replace("  context_length: 128\n", "").replace("  per_device_eval_batch_size: 16\n", "")
     config = compile_config(spec)

@@ -64,9 +64,9 @@ def test_a_secret_from_the_environment_is_masked_in_output_and_log(
 
 
 def test_the_runtime_log_masks_messages_arguments_and_tracebacks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from ftc.runtime.trainer import _Logs, log, train_log
+    from ftc.runtime.logs import RunLogs, log, train_log
 
-    logs = _Logs(tmp_path, is_main=True)
+    logs = RunLogs(tmp_path, is_main=True)
     try:
         log.warning("store http://u:%s@127.0.0.1:9/ refused", PASSWORD)
         train_log.info({"note": TOKEN})

@@ -25,6 +25,7 @@ MAX_STEPS = "40"
 LAUNCH = textwrap.dedent(
     """\
     import sys, time
+    import ftc.runtime.hf_trainer as h
     import ftc.runtime.trainer as t
     from transformers import TrainerCallback
 
@@ -52,12 +53,12 @@ LAUNCH = textwrap.dedent(
             time.sleep(300)
 
     if mode == "training":
-        make = t.make_trainer
+        make = h.make_trainer
         def make_trainer(*a, **kw):
             trainer = make(*a, **kw)
             trainer.add_callback(Slow())
             return trainer
-        t.make_trainer = make_trainer
+        h.make_trainer = make_trainer
     else:
         get_task = t.get_task
         t.get_task = lambda name: SlowTask(get_task(name))

@@ -8,7 +8,7 @@ import pytest
 
 from ftc.runtime.config import Override, load_config
 from ftc.runtime.errors import RuntimeUserError
-from ftc.runtime.trainer import (
+from ftc.runtime.training_args import (
     auto_precision,
     build_training_arguments,
     optimizer_name,

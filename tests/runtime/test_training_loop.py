@@ -31,18 +31,18 @@ def _checkpoint_steps(folder: Path) -> list[int]:
 @pytest.fixture
 def next_run(monkeypatch: pytest.MonkeyPatch):
     """`next_run(callback)`: the next in-process run's Trainer gets `callback` too."""
-    import ftc.runtime.trainer as trainer_module
+    import ftc.runtime.hf_trainer as hf_trainer
 
-    original = trainer_module.make_trainer
+    original = hf_trainer.make_trainer
 
     def add(callback) -> None:
         def make(*a, **kw):
             trainer = original(*a, **kw)
             trainer.add_callback(callback)
-            monkeypatch.setattr(trainer_module, "make_trainer", original)  # this run only
+            monkeypatch.setattr(hf_trainer, "make_trainer", original)  # this run only
             return trainer
 
-        monkeypatch.setattr(trainer_module, "make_trainer", make)
+        monkeypatch.setattr(hf_trainer, "make_trainer", make)
 
     return add
 

@@ -127,6 +127,16 @@ def test_ray_working_dir_may_hold_the_spec_folder(write_spec: Callable[..., Path
     assert "FTC120" not in findings(write_spec, MINIMAL + "targets:\n  ray:\n    working_dir: ..\n")
 
 
+@pytest.mark.parametrize(
+    ("target", "option"), [("ray", "storage_path"), ("slurm", "venv"), ("slurm", "output"), ("slurm", "error")]
+)
+def test_a_targets_path_options_stay_inside(write_spec: Callable[..., Path], target: str, option: str) -> None:
+    """The options each target declares as paths (its options section's path_options) are checked like the spec's."""
+    outside = [f.key for f in findings(write_spec, MINIMAL + f"targets:\n  {target}:\n    {option}: ../x\n")["FTC120"]]
+    assert outside == [f"targets.{target}.{option}"]
+    assert "FTC120" not in findings(write_spec, MINIMAL + f"targets:\n  {target}:\n    {option}: x\n")
+
+
 # ---------------------------------------------------------------- model-family rules and the ZeRO stage
 
 

@@ -1,4 +1,4 @@
-"""The target-independent plan a backend turns into template variables, and the Job it runs."""
+"""The target-independent plan a backend turns into template variables, and the Job it runs (built by the compiler)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from ftc import __version__
-from ftc.compiler.resolve import CONFIG_NAME, Resolved
+from ftc.contract import CONFIG_NAME, RUNTIME_MODULE
 from ftc.spec.model import SpecBase
-
-RUNTIME_MODULE = "ftc.runtime"
+from ftc.spec.resolved import Resolved
 
 # Defaults of a GPU job's requests, per GPU of a node, where the spec sets none (documented in docs/targets/).
 CPUS_PER_GPU = 8
@@ -118,15 +117,3 @@ def job_for(spec: SpecBase, options: BaseModel, on_cluster: bool) -> Job:
         container_image=getattr(options, "container_image", None),
         output_dir=spec.checkpointing.output_dir,
     )
-
-
-def build_plan(resolved: Resolved, target: str, base_dir: str) -> Plan:
-    """The plan for one target; `base_dir` is the spec folder relative to the target's output folder."""
-    from ftc.backends.registry import get_backend  # here: backends import this module
-
-    backend = get_backend(target)
-    options = getattr(resolved.spec.targets, target)  # type: ignore[attr-defined]
-    job = job_for(resolved.spec, options, backend.runs_on_cluster)
-    config = resolved.runtime_config(base_dir)
-    config["resources"]["device"] = job.device  # what the job asked for: the runtime refuses a node without it
-    return Plan(resolved=resolved, target=target, options=options, config=config, job=job)

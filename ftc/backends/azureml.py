@@ -72,9 +72,7 @@ import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import AfterValidator
+from typing import Any, Literal
 
 from ftc import __version__
 from ftc.backends import _azureml_component as aml
@@ -82,7 +80,7 @@ from ftc.backends.base import Backend, Say, Submitted, quiet
 from ftc.backends.plan import Plan
 from ftc.errors import SubmitError
 from ftc.spec import deepspeed_file
-from ftc.spec.fields import Flag, Section, param
+from ftc.spec.fields import Flag, OneLine, Section, param
 from ftc.spec.peek import local_path
 from ftc.spec.rules.registry import KeyPath, RuleSet
 
@@ -103,16 +101,7 @@ WORKSPACE_FILE = "workspace.json"
 WORKSPACE_KEYS = ("subscription_id", "resource_group", "workspace_name")
 AUTH_SCOPE = "https://management.azure.com/.default"
 AUTH_TIMEOUT_S = 60.0
-_LINE_BREAK = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
-
-
-def _one_line(value: str) -> str:
-    if _LINE_BREAK.search(value):
-        raise ValueError("must be one line: conda writes each pip requirement as one line of a requirements file")
-    return value
-
-
-PipRequirement = Annotated[str, AfterValidator(_one_line)]
+PipRequirement = OneLine  # conda writes each pip requirement as one line of a requirements file
 
 
 class AzuremlOptions(Section):

@@ -98,7 +98,8 @@ from ftc.backends.plan import MEMORY_PER_GPU_GB, Plan
 from ftc.contract import RAY_ENTRY_MODULE, RAY_JOB_ENV
 from ftc.errors import SubmitError
 from ftc.spec import env_values
-from ftc.spec.fields import Flag, Section, param
+from ftc.spec.fields import Flag, OneLine, Section, one_line, param
+from ftc.spec.rules.facts import saves_periodically
 from ftc.spec.rules.registry import KeyPath, RuleSet
 
 JOB_FILE = "job.yaml"
@@ -109,7 +110,6 @@ PROBE_TIMEOUT_S = 5.0
 FINAL_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 KUBERAY_NAME_MAX = 47  # KubeRay: MaxRayJobNameLength (it appends to the name for the cluster's)
 ACCELERATOR_PREFIX = "accelerator_type:"  # Ray's resource of a node's accelerator type (Anyscale's worker_resources)
 MAX_GPUS_PER_POD = 8  # the most GPUs a common node has: a pod asking for more waits forever (FTC409)
@@ -123,16 +123,8 @@ def is_uri(value: str) -> bool:
     return bool(_URI.match(value))
 
 
-def _one_line(value: str) -> str:
-    if _CONTROL.search(value):
-        raise ValueError("must be one line (no newline or control character)")
-    if not value.strip():
-        raise ValueError("must not be empty")
-    return value
-
-
 def _address(value: str) -> str:
-    _one_line(value)
+    one_line(value)
     parsed = urllib.parse.urlsplit(value if "://" in value else f"http://{value}")
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError(
@@ -141,7 +133,6 @@ def _address(value: str) -> str:
     return value
 
 
-OneLine = Annotated[str, AfterValidator(_one_line)]
 Address = Annotated[str, AfterValidator(_address)]
 
 
@@ -627,7 +618,7 @@ def _gpus_for_cpu_workers(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
 def _max_failures_without_checkpoints(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
     """max_failures with evaluation_strategy no: a restarted worker group starts over."""
     o = options(plan)
-    if o.max_failures != 0 and _no_periodic_checkpoints(plan):
+    if o.max_failures != 0 and not saves_periodically(plan.spec):
         yield (*_KEY, "max_failures"), (
             f"is {o.max_failures} but the run writes no periodic checkpoints (evaluation_strategy is no): "
             "a restarted worker group starts over; set evaluation_strategy to epoch or steps"
@@ -707,11 +698,6 @@ def _accelerator_type_without_label(plan: Plan) -> Iterator[tuple[KeyPath, str]]
         )
 
 
-def _no_periodic_checkpoints(plan: Plan) -> bool:
-    ck = plan.spec.checkpointing
-    return plan.spec.evaluation.evaluation_strategy == "no" and not (ck.checkpoint_every_n_epochs or ck.max_num_checkpoints)
-
-
 # --------------------------------------------------------------------------- submit
 
 
@@ -727,13 +713,13 @@ def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> str:
     The job SDK's own requests have no time limit: an address that drops packets, or a port
     that accepts connections but never replies, would hang it.
     """
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise SubmitError(f"{url!r} is not a Ray dashboard address; expected http://HOST:PORT (port 8265 by default)")
     import socket  # here, not at the top: only submit talks to the network (compile starts faster)
     import urllib.error
     import urllib.request
 
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise SubmitError(f"{url!r} is not a Ray dashboard address; expected http://HOST:PORT (port 8265 by default)")
     hint = "is the Ray cluster running, and is this its dashboard (port 8265 by default)?"
     try:
         with urllib.request.urlopen(f"{url}/api/version", timeout=timeout) as response:

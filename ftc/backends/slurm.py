@@ -45,7 +45,8 @@ from ftc.backends.base import Backend, Say, Submitted, quiet
 from ftc.backends.plan import Plan
 from ftc.contract import CONFIG_NAME
 from ftc.errors import SubmitError
-from ftc.spec.fields import Flag, Section, param
+from ftc.spec.fields import LINE_BREAK, Flag, OneLine, Section, one_line, param
+from ftc.spec.rules.facts import saves_periodically
 from ftc.spec.rules.registry import KeyPath, RuleSet, Severity
 
 JOB_SCRIPT = "job.sbatch"
@@ -53,7 +54,6 @@ DEFAULT_PORT_BASE = 29500  # master_port unset: 29500 + job id % 2000, below Lin
 PORT_SPREAD = 2000
 
 # Characters that end or split an #SBATCH line, or that a terminal may show as one: refused in values.
-_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 _BARE_WORD = re.compile(r"^[A-Za-z0-9_.,:%@+=/\-\[\]]+$")
 
 _TIME_FORMATS = "minutes (30), minutes:seconds (30:00), hours:minutes:seconds (04:00:00), days-hours (1-0), days-hours:minutes (1-00:00) or days-hours:minutes:seconds (1-00:00:00)"
@@ -105,22 +105,13 @@ def _slurm_time(value: Any) -> Any:
     return text
 
 
-def _one_line(value: str) -> str:
-    if _LINE_BREAKING.search(value):
-        raise ValueError("must be one line: newlines and other control characters cannot be written in a job script")
-    if not value.strip():
-        raise ValueError("must not be empty")
-    return value
-
-
 def _directive(value: str) -> str:
-    _one_line(value)
+    one_line(value)
     if not value.startswith("--") or len(value) < 3 or value[2] in " =":
         raise ValueError(f"{value!r} is not an sbatch long option; write it as --option=value (e.g. --mail-type=END)")
     return value
 
 
-OneLine = Annotated[str, AfterValidator(_one_line)]
 SlurmTime = Annotated[
     str,
     BeforeValidator(_slurm_time),
@@ -232,7 +223,7 @@ def sbatch_word(value: str) -> str:
     comment, double or single quotes group, and a backslash escapes the next character. Nothing
     is expanded. A line break cannot be quoted, so it is refused.
     """
-    if _LINE_BREAKING.search(value):
+    if LINE_BREAK.search(value):
         raise ValueError(f"{value!r} cannot be written in an #SBATCH line (it holds a line break or control character)")
     if value and _BARE_WORD.match(value):
         return value
@@ -428,7 +419,7 @@ def _processes_unlike_gpus(plan: Plan) -> Iterator[tuple[KeyPath, str, Severity]
 @RULES.rule("FTC304", "warning", "requeue without periodic checkpoints")
 def _requeue_without_checkpoints(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
     """requeue with evaluation_strategy no: a job stopped without the preemption signal starts over."""
-    if _options(plan).requeue and _no_periodic_checkpoints(plan):
+    if _options(plan).requeue and not saves_periodically(plan.spec):
         yield (
             (*_KEY, "requeue"),
             "is on but the run writes no periodic checkpoints (evaluation_strategy is no): only the preemption signal "
@@ -499,12 +490,6 @@ def _accelerator_type_on_cpu(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
 
 def _options(plan: Plan) -> SlurmOptions:
     return plan.options  # type: ignore[return-value]
-
-
-def _no_periodic_checkpoints(plan: Plan) -> bool:
-    """The runtime saves when it evaluates; evaluation_strategy no (and no Anyscale schedule) means never."""
-    ck = plan.spec.checkpointing
-    return plan.spec.evaluation.evaluation_strategy == "no" and not (ck.checkpoint_every_n_epochs or ck.max_num_checkpoints)
 
 
 def _under(path: Path, folder: Path) -> bool:

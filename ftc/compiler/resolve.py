@@ -5,8 +5,6 @@ The result is what every target's runtime reads (`ftc.resolved.json`) and what `
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel
 
 from ftc.errors import Location

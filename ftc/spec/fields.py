@@ -8,9 +8,11 @@ It lives in the JSON Schema under the `x-ftc` key, so the exported schema is the
 from __future__ import annotations
 
 import functools
+import re
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     BeforeValidator,
@@ -51,6 +53,22 @@ Flag = Annotated[
     BeforeValidator(_parse_flag),
     WithJsonSchema({"anyOf": [{"type": "boolean"}, {"enum": ["true", "false"]}]}),
 ]
+
+
+# Newlines and other control characters: what a value written on one line of an artifact cannot hold.
+LINE_BREAK = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def one_line(value: str) -> str:
+    """`value` when it is one non-blank line of text: it will be one line (or word) of an artifact."""
+    if LINE_BREAK.search(value):
+        raise ValueError("must be one line (no newline or other control character): it is written on one line")
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+OneLine = Annotated[str, AfterValidator(one_line)]
 
 
 def as_text(value: Any) -> Any:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from ftc.spec.peek import find_file, is_file, local_path, model_family, peek_data
 
 if TYPE_CHECKING:
+    from ftc.spec.model import SpecBase
     from ftc.spec.resolved import Resolved
 
 
@@ -16,6 +17,13 @@ def given(resolved: Resolved, key: str) -> bool:
     """Whether the spec (or an override) set `key`, rather than a default or a derived value."""
     source = resolved.sources.get(key, "default")
     return not (source.startswith("default") or source.startswith("derived"))
+
+
+def saves_periodically(spec: SpecBase) -> bool:
+    """Whether the run writes checkpoints while it trains: it saves when it evaluates (evaluation_strategy no
+    means never), or on an Anyscale schedule (checkpoint_every_n_epochs, max_num_checkpoints)."""
+    ck = spec.checkpointing
+    return spec.evaluation.evaluation_strategy != "no" or bool(ck.checkpoint_every_n_epochs or ck.max_num_checkpoints)
 
 
 def family_of(r: Resolved) -> str | None:

@@ -440,7 +440,7 @@ def output_mode(plan: Plan) -> str:
 
 
 def compute_setting(plan: Plan) -> str:
-    compute = plan.spec.resources.compute
+    compute = plan.options.compute
     if not compute or compute == "serverless":
         return "serverless"
     return compute if compute.startswith("azureml:") else f"azureml:{compute}"
@@ -460,10 +460,10 @@ def gpu_instance_type(job: Job) -> str | None:
 
 
 def instance_type(plan: Plan) -> str | None:
-    """The serverless VM size: resources.instance_type, else the GPU size of the Job; None on a named cluster."""
+    """The serverless VM size: targets.azureml.instance_type, else the GPU size of the Job; None on a named cluster."""
     if compute_setting(plan) != "serverless":
         return None
-    return plan.spec.resources.instance_type or gpu_instance_type(plan.job)
+    return plan.options.instance_type or gpu_instance_type(plan.job)
 
 
 def build_pipeline(plan: Plan, inputs: list[ComponentInput] | None = None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ Requests come from the build's Job (ftc/backends/plan.py): `instance_count` = re
 `distribution: pytorch` with `process_count_per_instance` = resources.processes_per_node. On azureml
 `resources.device: auto` means one GPU per process: on serverless compute the node asks for the VM size
 with resources.accelerator_type (A100-80G when unset) and processes_per_node GPUs, from the table below;
-resources.instance_type (serverless) or resources.compute (a named cluster, which decides its VM size)
+targets.azureml.instance_type (serverless) or targets.azureml.compute (a named cluster, which decides its VM size)
 override it. A GPU job the table cannot size is an error (FTC519) naming what to set. The runtime config
 says `device: gpu`, so a job on a VM without CUDA stops with a clear error. `device: cpu` asks for no GPU
 VM (Azure ML's default serverless size unless instance_type is set) and uses the CPU image.
@@ -112,6 +112,18 @@ class AzuremlOptions(Section):
         "Name of the component; default: the spec's name (<task>_finetune) in lower case, other characters as '_'.",
     )
     component_version: str = param("0.0.1", "Version of the component.", min_length=1, max_length=64)
+    compute: str | None = param(
+        None,
+        "Named compute (Azure ML cluster); serverless when unset. Also accepted as resources.compute.",
+        name="compute",
+        aliases=("compute_finetune",),
+    )
+    instance_type: str | None = param(
+        None,
+        "Instance type for serverless compute (Azure ML). Also accepted as resources.instance_type.",
+        name="instance_type",
+        aliases=("instance_type_finetune",),
+    )
     display_name: str | None = param(None, "Display name of the component and the job; default: '<Task> Finetune'.")
     is_deterministic: Flag = param(True, "Whether Azure ML may reuse the outputs of an identical earlier run.")
     environment: str | None = param(
@@ -334,11 +346,11 @@ def _model_out_of_sight(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
 
 @RULES.rule("FTC514", "warning", "instance_type with a named cluster")
 def _instance_type_with_cluster(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
-    """resources.instance_type applies to serverless compute only; a named cluster decides its instance type."""
-    res = plan.spec.resources
-    if res.instance_type and aml.compute_setting(plan) != "serverless":
-        yield ("resources", "instance_type"), (
-            f"applies to serverless compute only; the named cluster {res.compute!r} decides the instance type"
+    """targets.azureml.instance_type applies to serverless compute only; a named cluster decides its instance type."""
+    opts = _options(plan)
+    if opts.instance_type and aml.compute_setting(plan) != "serverless":
+        yield ("targets", "azureml", "instance_type"), (
+            f"applies to serverless compute only; the named cluster {opts.compute!r} decides the instance type"
         )
 
 
@@ -389,9 +401,9 @@ def _cpu_on_several_nodes(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
 @RULES.rule("FTC519", "error", "GPU job without a GPU VM size")
 def _unsized_gpu_job(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
     """A GPU job on serverless compute needs a VM size: ftc's table has none for this accelerator_type and
-    processes_per_node, so resources.instance_type (or a GPU cluster in resources.compute) must be set."""
+    processes_per_node, so targets.azureml.instance_type (or a GPU cluster in targets.azureml.compute) must be set."""
     job = plan.job
-    if plan.spec.resources.instance_type or aml.compute_setting(plan) != "serverless":
+    if _options(plan).instance_type or aml.compute_setting(plan) != "serverless":
         return
     if job.device != "gpu" or aml.gpu_instance_type(job):
         return
@@ -404,7 +416,7 @@ def _unsized_gpu_job(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
     )
     yield ("resources", "accelerator_type") if job.accelerator_type else ("resources", "processes_per_node"), (
         f"no Azure VM size for {job.gpus_per_node} x {kind} GPU(s) per node ({known}): set "
-        "resources.instance_type to a VM size with that many GPUs, or resources.compute to a GPU cluster"
+        "targets.azureml.instance_type to a VM size with that many GPUs, or targets.azureml.compute to a GPU cluster"
     )
 
 
@@ -423,15 +435,15 @@ def _placeholder_ftc_source(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
 def _vm_size_unlike_job(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
     """A VM size of ftc's table whose GPUs differ from processes_per_node (processes share GPUs or GPUs stay
     idle), or that has GPUs while resources.device is cpu."""
-    job, res = plan.job, plan.spec.resources
-    if not res.instance_type or aml.compute_setting(plan) != "serverless":
+    job, instance = plan.job, _options(plan).instance_type
+    if not instance or aml.compute_setting(plan) != "serverless":
         return
-    gpus = _gpus_of(str(res.instance_type))
+    gpus = _gpus_of(str(instance))
     wanted = job.gpus_per_node if job.device == "gpu" else 0
     if gpus is not None and gpus != wanted:
-        yield ("resources", "instance_type"), (
-            f"{res.instance_type} has {gpus} GPU(s) but the job uses {wanted} per node "
-            f"(resources.device {res.device}, processes_per_node {job.processes_per_node})"
+        yield ("targets", "azureml", "instance_type"), (
+            f"{instance} has {gpus} GPU(s) but the job uses {wanted} per node "
+            f"(resources.device {plan.spec.resources.device}, processes_per_node {job.processes_per_node})"
         )
 
 

@@ -26,7 +26,7 @@ GPUs: requests come from the build's Job (ftc/backends/plan.py). On ray `resourc
 default) means one GPU per process, as `gpu` does; `cpu` asks for none. Ray Train runs
 num_workers = nodes x processes_per_node workers, `use_gpu` (targets.ray.use_gpu overrides it),
 `resources_per_worker` = {CPU: the job's CPUs per process (8 per GPU process, 1 per CPU one, or
-resources.cpus_per_process)} plus resources.worker_resources, and `accelerator_type` =
+resources.cpus_per_process)} plus targets.ray.worker_resources, and `accelerator_type` =
 resources.accelerator_type (Ray's names: A10G, A100-80G, H100, ...) or the X of an Anyscale-style
 `worker_resources: {"accelerator_type:X": 0.001}`, which also makes the workers GPU workers. Workers
 are placed with targets.ray.placement_strategy, PACK by default: Ray fills a node's GPUs before the next
@@ -195,6 +195,15 @@ class RayOptions(Section):
         "(resources.device gpu, or auto: one GPU per process on a cluster) or worker_resources holds an "
         "accelerator_type:X.",
     )
+    worker_resources: dict[str, float] = param(
+        description="Ray resources per worker, e.g. {'accelerator_type:A10G': 0.001} (Anyscale); also accepted as "
+        "targets.ray.worker_resources.",
+        default_factory=dict,
+    )
+    trainer_resources: dict[str, float] = param(
+        description="Ray resources of the trainer process (Anyscale); also accepted as targets.ray.trainer_resources.",
+        default_factory=dict,
+    )
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = param(
         "PACK", "How Ray places the workers on nodes (ScalingConfig placement_strategy)."
     )
@@ -247,8 +256,8 @@ def options(plan: Plan) -> RayOptions:
 
 
 def resource_accelerator_types(plan: Plan) -> list[str]:
-    """The X of each `accelerator_type:X` in resources.worker_resources (Anyscale's way to ask for a GPU type)."""
-    return [k.removeprefix(ACCELERATOR_PREFIX) for k in plan.spec.resources.worker_resources if k.startswith(ACCELERATOR_PREFIX)]
+    """The X of each `accelerator_type:X` in targets.ray.worker_resources (Anyscale's way to ask for a GPU type)."""
+    return [k.removeprefix(ACCELERATOR_PREFIX) for k in options(plan).worker_resources if k.startswith(ACCELERATOR_PREFIX)]
 
 
 def use_gpu(plan: Plan) -> bool:
@@ -273,8 +282,8 @@ def cpus_per_worker(plan: Plan) -> int:
 
 
 def resources_per_worker(plan: Plan) -> dict[str, float]:
-    """CPU = the job's CPUs per process, then resources.worker_resources (which may set CPU itself)."""
-    return {"CPU": float(cpus_per_worker(plan)), **{k: float(v) for k, v in plan.spec.resources.worker_resources.items()}}
+    """CPU = the job's CPUs per process, then targets.ray.worker_resources (which may set CPU itself)."""
+    return {"CPU": float(cpus_per_worker(plan)), **{k: float(v) for k, v in options(plan).worker_resources.items()}}
 
 
 def num_to_keep(plan: Plan) -> int | None:
@@ -327,7 +336,7 @@ def train_settings(plan: Plan) -> dict[str, Any]:
         "use_gpu": use_gpu(plan),
         "accelerator_type": accelerator_type(plan),
         "resources_per_worker": resources_per_worker(plan),
-        "trainer_resources": {k: float(v) for k, v in plan.spec.resources.trainer_resources.items()},
+        "trainer_resources": {k: float(v) for k, v in options(plan).trainer_resources.items()},
         "placement_strategy": o.placement_strategy,
         "storage_path": o.storage_path,
         "storage_default": DEFAULT_STORAGE,
@@ -573,8 +582,8 @@ _KEY = ("targets", "ray")
 @RULES.rule("FTC401", "error", "worker resource out of range")
 def _worker_resource_out_of_range(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
     """worker_resources values must be positive, and an accelerator_type:X value in (0, 1] (a node has 1 of it)."""
-    for name, value in plan.spec.resources.worker_resources.items():
-        key = ("resources", "worker_resources", name)
+    for name, value in options(plan).worker_resources.items():
+        key = ("targets", "ray", "worker_resources", name)
         if name.startswith("accelerator_type:") and not 0 < value <= 1:
             yield key, (
                 f"is {value}: an accelerator_type resource marks the node type and must be in (0, 1], "
@@ -592,7 +601,7 @@ def _use_gpu_unlike_device(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
     gpu, device, asked_use_gpu = use_gpu(plan), plan.job.device, options(plan).use_gpu
     if gpu and device == "cpu":
         asked = "is true" if asked_use_gpu else "names an accelerator type (GPU workers)"
-        yield key if asked_use_gpu else ("resources", "worker_resources"), (
+        yield key if asked_use_gpu else ("targets", "ray", "worker_resources"), (
             f"{asked} but resources.device is cpu: the workers would hold GPUs and train on CPU; "
             "set device: gpu (or auto), or ask for no GPU"
         )
@@ -606,9 +615,9 @@ def _use_gpu_unlike_device(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
 @RULES.rule("FTC403", "error", "GPUs for workers that do not use them")
 def _gpus_for_cpu_workers(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
     """A GPU count in worker_resources needs use_gpu: Ray refuses GPUs for CPU workers."""
-    gpus = plan.spec.resources.worker_resources.get("GPU")
+    gpus = options(plan).worker_resources.get("GPU")
     if gpus is not None and gpus > 0 and not use_gpu(plan):
-        yield ("resources", "worker_resources", "GPU"), (
+        yield ("targets", "ray", "worker_resources", "GPU"), (
             "asks for GPUs but the workers do not use them (use_gpu is false): Ray refuses this; "
             "set resources.device: gpu or remove GPU"
         )
@@ -627,9 +636,9 @@ def _max_failures_without_checkpoints(plan: Plan) -> Iterator[tuple[KeyPath, str
 
 @RULES.rule("FTC405", "warning", "trainer_resources ignored")
 def _trainer_resources_ignored(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
-    """resources.trainer_resources is ignored: Ray Train V2 refuses ScalingConfig(trainer_resources)."""
-    if plan.spec.resources.trainer_resources:
-        yield ("resources", "trainer_resources"), (
+    """targets.ray.trainer_resources is ignored: Ray Train V2 refuses ScalingConfig(trainer_resources)."""
+    if options(plan).trainer_resources:
+        yield ("targets", "ray", "trainer_resources"), (
             "is ignored by the ray target: Ray Train V2 (Ray's default Train API) refuses "
             "ScalingConfig(trainer_resources); its controller reserves no resources"
         )
@@ -679,7 +688,7 @@ def _two_accelerator_types(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
     """resources.accelerator_type and an accelerator_type:X in worker_resources must name the same type."""
     job_type, named = plan.job.accelerator_type, resource_accelerator_types(plan)
     if job_type and any(t != job_type for t in named):
-        yield ("resources", "worker_resources"), (
+        yield ("targets", "ray", "worker_resources"), (
             f"asks for accelerator type {', '.join(named)} but resources.accelerator_type is {job_type}: name one type"
         )
 
@@ -690,7 +699,7 @@ def _accelerator_type_without_label(plan: Plan) -> Iterator[tuple[KeyPath, str]]
     kept to such nodes unless targets.ray.node_selector says how."""
     ray_type = accelerator_type(plan)
     if ray_type and ray_type not in GPU_PRODUCTS and options(plan).node_selector is None:
-        key = ("resources", "accelerator_type") if plan.job.accelerator_type else ("resources", "worker_resources")
+        key = ("resources", "accelerator_type") if plan.job.accelerator_type else ("targets", "ray", "worker_resources")
         yield key, (
             f"is {ray_type}, for which ftc knows no nvidia.com/gpu.product node label (it knows "
             f"{', '.join(GPU_PRODUCTS)}): the KubeRay worker pods may land on other GPU nodes; set "

@@ -218,7 +218,7 @@ def fit(job: dict[str, Any], argv: list[str], cfg: RunConfig) -> int:
 
     train = job["train"]
     if train.get("trainer_resources"):
-        _say("resources.trainer_resources is ignored: Ray Train V2 reserves nothing for its controller")
+        _say("targets.ray.trainer_resources is ignored: Ray Train V2 reserves nothing for its controller")
     storage = storage_path(train, cfg)
     name = run_name(train, cfg)
     # Keep the workers in the job's working dir, where relative paths resolve (Ray Train would

@@ -14,6 +14,16 @@ Task = Literal[TASKS]  # type: ignore[valid-type]
 
 # Whole sections accepted under the names other systems give them.
 SECTION_ALIASES = {"lora_config": "lora", "fsdp_config": "fsdp"}
+# Target-only settings accepted in resources (where the systems ftc reads keep them), and the target whose section
+# holds them: they are moved there before validation, and lint rule FTC148 notes it.
+MOVED_TO_TARGETS = {
+    "worker_resources": "ray",
+    "trainer_resources": "ray",
+    "compute": "azureml",
+    "compute_finetune": "azureml",
+    "instance_type": "azureml",
+    "instance_type_finetune": "azureml",
+}
 # A section given as a scalar stands for its main parameter: `model: ./my-model`, `precision: 16`.
 SCALAR_SHORTHANDS = {"model": "model_selector_output", "precision": "precision"}
 
@@ -69,11 +79,30 @@ class SpecBase(Section):
                     data[section] = {"apply_lora": True, **data[section]}
         if isinstance(data.get("targets"), list):
             data["targets"] = {"enabled": data["targets"]}
+        _move_to_targets(data)
         for section, key in SCALAR_SHORTHANDS.items():
             value = data.get(section)
             if value is not None and not isinstance(value, (dict, list)):
                 data[section] = {key: value}
         return data
+
+
+def _move_to_targets(data: dict[str, Any]) -> None:
+    """Move the MOVED_TO_TARGETS keys of `data["resources"]` to their target's section (in place, copies)."""
+    resources = data.get("resources")
+    if not isinstance(resources, dict) or not any(key in MOVED_TO_TARGETS for key in resources):
+        return
+    targets = data.get("targets")
+    targets = dict(targets) if isinstance(targets, dict) else {}
+    resources = dict(resources)
+    for key in [k for k in resources if k in MOVED_TO_TARGETS]:
+        target = MOVED_TO_TARGETS[key]
+        section = dict(targets.get(target) or {})
+        if key in section:
+            raise ValueError(f"resources.{key} and targets.{target}.{key} name the same setting: keep one")
+        section[key] = resources.pop(key)
+        targets[target] = section
+    data["resources"], data["targets"] = resources, targets
 
 
 def _targets_model() -> type[BaseModel]:

@@ -623,25 +623,6 @@ class ResourcesSection(Section):
         "with CPU offload); a CPU job: the cluster's default (KubeRay: 8Gi).",
         pattern=r"^[0-9]+[KMGT]?$",
     )
-    worker_resources: dict[str, float] = param(
-        description="Ray resources per worker, e.g. {'accelerator_type:A10G': 0.001} (Anyscale).",
-        default_factory=dict,
-    )
-    trainer_resources: dict[str, float] = param(
-        description="Ray resources of the trainer process (Anyscale).", default_factory=dict
-    )
-    compute: str | None = param(
-        None,
-        "Named compute (Azure ML cluster); serverless when unset.",
-        name="compute",
-        aliases=("compute_finetune",),
-    )
-    instance_type: str | None = param(
-        None,
-        "Instance type for serverless compute (Azure ML).",
-        name="instance_type",
-        aliases=("instance_type_finetune",),
-    )
 
 
 class EnvSection(Section):

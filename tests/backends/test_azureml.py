@@ -305,22 +305,33 @@ def test_named_cluster_decides_its_vm_size(write: Callable[..., Path]) -> None:
 )
 def test_gpu_job_without_a_vm_size_is_refused(write: Callable[..., Path], resources: str, key: str, says: str) -> None:
     spec = write(TINY + f"resources:\n  {resources}\n")
-    with pytest.raises(SpecError, match=rf"{re.escape(key)}: no Azure VM size .*{says}.*set resources.instance_type .*\[FTC519\]"):
+    with pytest.raises(SpecError, match=rf"{re.escape(key)}: no Azure VM size .*{says}.*set targets.azureml.instance_type .*\[FTC519\]"):
         compile_azureml(spec)
     assert not (spec.parent / "build").exists()
 
 
 @pytest.mark.parametrize(
-    ("resources", "says"),
+    ("resources", "instance_type", "says"),
     [
-        ("processes_per_node: 8\n  instance_type: standard_nc24ads_a100_v4", "has 1 GPU(s) but the job uses 8 per node"),
-        ("device: cpu\n  instance_type: Standard_ND96isr_H100_v5", "has 8 GPU(s) but the job uses 0 per node"),
+        ("processes_per_node: 8", "standard_nc24ads_a100_v4", "has 1 GPU(s) but the job uses 8 per node"),
+        ("device: cpu", "Standard_ND96isr_H100_v5", "has 8 GPU(s) but the job uses 0 per node"),
     ],
 )
-def test_vm_size_unlike_the_job_warns(write: Callable[..., Path], resources: str, says: str) -> None:
-    findings = get_backend("azureml").check(plan_of(write(TINY + f"resources:\n  {resources}\n")))
-    assert [(f.rule, f.key) for f in findings if f.rule == "FTC521"] == [("FTC521", "resources.instance_type")]
+def test_vm_size_unlike_the_job_warns(write: Callable[..., Path], resources: str, instance_type: str, says: str) -> None:
+    text = TINY + f"resources:\n  {resources}\ntargets:\n  azureml:\n    instance_type: {instance_type}\n"
+    findings = get_backend("azureml").check(plan_of(write(text)))
+    assert [(f.rule, f.key) for f in findings if f.rule == "FTC521"] == [("FTC521", "targets.azureml.instance_type")]
     assert says in next(f.message for f in findings if f.rule == "FTC521")
+
+
+def test_compute_under_resources_is_read_with_a_note(write: Callable[..., Path]) -> None:
+    """Azure ML's own spelling, resources.compute_finetune / instance_type, is read as targets.azureml's (FTC148)."""
+    spec = write(TINY + "resources:\n  processes_per_node: 8\n  compute_finetune: gpu-cluster\n")
+    notes = [(f.rule, f.key, f.location.line) for f in lint_file(spec, [], ["azureml"]).findings if f.rule == "FTC148"]
+    assert notes == [("FTC148", "resources.compute_finetune", TINY.count("\n") + 3)]
+    pipeline = read_yaml(compile_azureml(spec) / "pipeline.yaml")
+    assert pipeline["settings"]["default_compute"] == "azureml:gpu-cluster"
+    assert "instance_type" not in pipeline["jobs"][aml.STEP]["resources"]
 
 
 def test_placeholder_repository_warns_until_set(write: Callable[..., Path]) -> None:
@@ -567,7 +578,7 @@ def test_zero3_file_with_gather_compiles(write: Callable[..., Path]) -> None:
     ("extra", "rule", "key"),
     [
         ("model:\n  model_selector_output: bert-base-uncased\n", "FTC513", "model.model_selector_output"),
-        ("resources:\n  compute: gpu-cluster\n  instance_type: Standard_NC6\n", "FTC514", "resources.instance_type"),
+        ("targets:\n  azureml:\n    compute: gpu-cluster\n    instance_type: Standard_NC6\n", "FTC514", "targets.azureml.instance_type"),
         ("env:\n  secrets: [HF_TOKEN]\n", "FTC515", "env.secrets"),
     ],
 )

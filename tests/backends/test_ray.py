@@ -313,21 +313,21 @@ def test_bad_options(write_spec: Callable[..., Path], tmp_path: Path, option: st
 @pytest.mark.parametrize(
     "text, rule, severity, key",
     [
-        ("resources: {worker_resources: {'accelerator_type:A10G': 2}}\n", "FTC401", "error", "resources.worker_resources.accelerator_type:A10G"),
-        ("resources: {worker_resources: {'accelerator_type:A10G': 0}}\n", "FTC401", "error", "resources.worker_resources.accelerator_type:A10G"),
-        ("resources: {worker_resources: {CPU: -1}}\n", "FTC401", "error", "resources.worker_resources.CPU"),
+        ("targets: {ray: {worker_resources: {'accelerator_type:A10G': 2}}}\n", "FTC401", "error", "targets.ray.worker_resources.accelerator_type:A10G"),
+        ("targets: {ray: {worker_resources: {'accelerator_type:A10G': 0}}}\n", "FTC401", "error", "targets.ray.worker_resources.accelerator_type:A10G"),
+        ("targets: {ray: {worker_resources: {CPU: -1}}}\n", "FTC401", "error", "targets.ray.worker_resources.CPU"),
         ("resources: {device: cpu}\ntargets: {ray: {use_gpu: true}}\n", "FTC402", "error", "targets.ray.use_gpu"),
         ("resources: {device: gpu}\ntargets: {ray: {use_gpu: false}}\n", "FTC402", "error", "targets.ray.use_gpu"),
-        ("resources: {device: cpu, worker_resources: {GPU: 1}}\n", "FTC403", "error", "resources.worker_resources.GPU"),
+        ("resources: {device: cpu}\ntargets: {ray: {worker_resources: {GPU: 1}}}\n", "FTC403", "error", "targets.ray.worker_resources.GPU"),
         ("evaluation: {evaluation_strategy: 'no'}\ntargets: {ray: {max_failures: 3}}\n", "FTC404", "warning", "targets.ray.max_failures"),
-        ("resources: {trainer_resources: {CPU: 1}}\n", "FTC405", "warning", "resources.trainer_resources"),
+        ("targets: {ray: {trainer_resources: {CPU: 1}}}\n", "FTC405", "warning", "targets.ray.trainer_resources"),
         ("checkpointing: {output_dir: out}\n", "FTC406", "warning", "checkpointing.output_dir"),
         ("targets: {ray: {image: 'me/ftc:1'}}\n", "FTC407", "warning", "targets.ray.working_dir"),
-        ("resources: {device: cpu, worker_resources: {'accelerator_type:A10G': 0.001}}\n", "FTC402", "error", "resources.worker_resources"),
+        ("resources: {device: cpu}\ntargets: {ray: {worker_resources: {'accelerator_type:A10G': 0.001}}}\n", "FTC402", "error", "targets.ray.worker_resources"),
         ("targets: {ray: {use_gpu: false}}\n", "FTC402", "error", "targets.ray.use_gpu"),  # auto: a GPU per process
         ("resources: {num_devices: 16}\n", "FTC409", "warning", "resources.num_devices"),
         ("resources: {nodes: 2, processes_per_node: 12}\n", "FTC409", "warning", "resources.processes_per_node"),
-        ("resources: {accelerator_type: H100, worker_resources: {'accelerator_type:A10G': 0.001}}\n", "FTC410", "error", "resources.worker_resources"),
+        ("resources: {accelerator_type: H100}\ntargets: {ray: {worker_resources: {'accelerator_type:A10G': 0.001}}}\n", "FTC410", "error", "targets.ray.worker_resources"),
         ("resources: {accelerator_type: MI300X}\n", "FTC411", "warning", "resources.accelerator_type"),
     ],
 )

@@ -104,6 +104,7 @@ CASES: dict[str, tuple[str, str]] = {
         "  replica_group_size: 4\nresources:\n  nodes: 4\n  processes_per_node: 8\n",
     ),
     "FTC147": ("env:\n  vars:\n    PRICE: 'cost $5'\n", "env:\n  vars:\n    LD_LIBRARY_PATH: '/opt/lib:$LD_LIBRARY_PATH'\n"),
+    "FTC148": ("resources:\n  worker_resources: {GPU: 1}\n", "targets:\n  ray:\n    worker_resources: {GPU: 1}\n"),
     "FTC150": (_ds("ds_broken.json"), _ds("ds_auto.json")),
     "FTC151": (_ds("ds_micro64.json"), _ds("ds_auto.json")),
     "FTC152": (_ds("ds_typo.json"), _ds("ds_auto.json")),

@@ -66,6 +66,7 @@ such values given to `ftc submit`.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -205,47 +206,23 @@ class AzuremlBackend(Backend):
 # --- checks on the component (aml.check_component; the ids are its problems') ---------------------
 
 
-@RULES.rule("FTC501", "error", "illegal component name")
-def _component_name(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
-    """Azure ML names components with lower-case letters, digits and '_', starting with a letter."""
-    return _component_problems(plan, "FTC501")
-
-
-@RULES.rule("FTC502", "error", "illegal input or output name")
-def _io_names(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
-    """Input and output names are letters, digits and '_', not starting with a digit, and differ in more than case."""
-    return _component_problems(plan, "FTC502")
-
-
-@RULES.rule("FTC503", "error", "optional input outside $[[ ]]")
-def _optional_input_groups(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
-    """An optional input must be used inside a balanced $[[ ... ]] group, or its argument is left without a value."""
-    return _component_problems(plan, "FTC503")
-
-
-@RULES.rule("FTC504", "error", "enum default outside its enum")
-def _enum_defaults(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
-    """An input's default must be one of its enum values."""
-    return _component_problems(plan, "FTC504")
-
-
-@RULES.rule("FTC505", "error", "input unused or undeclared")
-def _inputs_used_and_declared(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
-    """Every input is used by the command, and every ${{inputs.x}} or ${{outputs.x}} is declared."""
-    return _component_problems(plan, "FTC505")
-
-
-@RULES.rule("FTC506", "error", "default of the wrong type")
-def _default_types(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
-    """An input's default has the input's type (integer, number, string, boolean) and lies within its min and max."""
-    return _component_problems(plan, "FTC506")
-
-
-@RULES.rule("FTC508", "error", "unquoted reference in the command")
-def _quoted_references(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
-    """Each ${{inputs.x}} in the command is single-quoted, so a value with spaces or shell characters stays one
-    argument."""
-    return _component_problems(plan, "FTC508")
+# (id, title, what it checks) of each problem aml.check_component reports; all errors.
+COMPONENT_RULES = (
+    ("FTC501", "illegal component name",
+     "Azure ML names components with lower-case letters, digits and '_', starting with a letter."),
+    ("FTC502", "illegal input or output name",
+     "Input and output names are letters, digits and '_', not starting with a digit, and differ in more than case."),
+    ("FTC503", "optional input outside $[[ ]]",
+     "An optional input must be used inside a balanced $[[ ... ]] group, or its argument is left without a value."),
+    ("FTC504", "enum default outside its enum", "An input's default must be one of its enum values."),
+    ("FTC505", "input unused or undeclared",
+     "Every input is used by the command, and every ${{inputs.x}} or ${{outputs.x}} is declared."),
+    ("FTC506", "default of the wrong type",
+     "An input's default has the input's type (integer, number, string, boolean) and lies within its min and max."),
+    ("FTC508", "unquoted reference in the command",
+     "Each ${{inputs.x}} in the command is single-quoted, so a value with spaces or shell characters stays one "
+     "argument."),
+)  # fmt: skip
 
 
 def _component_problems(plan: Plan, rule_id: str) -> Iterator[tuple[KeyPath, str]]:
@@ -255,6 +232,10 @@ def _component_problems(plan: Plan, rule_id: str) -> Iterator[tuple[KeyPath, str
     for problem in problems:
         if problem.rule == rule_id:
             yield _problem_key(plan, problem, origins), problem.message
+
+
+for _id, _title, _doc in COMPONENT_RULES:
+    RULES.rule(_id, "error", _title, doc=_doc)(functools.partial(_component_problems, rule_id=_id))
 
 
 # The last plan's component inputs and problems: building a component takes milliseconds, and eight rules read them.

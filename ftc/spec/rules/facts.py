@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,16 @@ def given(resolved: Resolved, key: str) -> bool:
     """Whether the spec (or an override) set `key`, rather than a default or a derived value."""
     source = resolved.sources.get(key, "default")
     return not (source.startswith("default") or source.startswith("derived"))
+
+
+def settings_without_switch(r: Resolved, section: str, switch: str) -> Iterator[str]:
+    """The names of the `section` settings the spec gives while its `switch` (e.g. lora.apply_lora) is off."""
+    model = getattr(r.spec, section)
+    if getattr(model, switch):
+        return
+    for name in type(model).model_fields:
+        if name != switch and given(r, f"{section}.{name}"):
+            yield name
 
 
 def saves_periodically(spec: SpecBase) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from ftc.spec.rules.facts import given
+from ftc.spec.rules.facts import given, settings_without_switch
 from ftc.spec.rules.registry import KeyPath, rule
 
 if TYPE_CHECKING:
@@ -27,11 +27,8 @@ def _prerequisites(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
 @rule("FTC118", "warning", "FSDP settings without FSDP")
 def _fsdp_settings_unused(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
     """FSDP settings (sharding, checkpoint_type, low_cpu_fsdp, ...) have no effect unless enable_fsdp is true."""
-    if r.spec.fsdp.enable_fsdp:
-        return
-    for name in type(r.spec.fsdp).model_fields:
-        if name != "enable_fsdp" and given(r, f"fsdp.{name}"):
-            yield ("fsdp", name), "has no effect because fsdp.enable_fsdp is false"
+    for name in settings_without_switch(r, "fsdp", "enable_fsdp"):
+        yield ("fsdp", name), "has no effect because fsdp.enable_fsdp is false"
 
 
 @rule("FTC142", "warning", "hsdp group sizes without hsdp")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from ftc.spec.rules.facts import family_of, given
+from ftc.spec.rules.facts import family_of, settings_without_switch
 from ftc.spec.rules.registry import KeyPath, rule
 
 if TYPE_CHECKING:
@@ -22,11 +22,8 @@ _QUANTIZATION_FAMILIES = {"llama", "falcon", "mixtral", "gpt_oss"}
 @rule("FTC102", "warning", "LoRA settings without LoRA")
 def _lora_settings_without_lora(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
     """LoRA settings such as merge_lora_weights or lora_r have no effect unless apply_lora is true."""
-    if r.spec.lora.apply_lora:
-        return
-    for name in type(r.spec.lora).model_fields:
-        if name != "apply_lora" and given(r, f"lora.{name}"):
-            yield ("lora", name), "has no effect because lora.apply_lora is false; set apply_lora: true or remove it"
+    for name in settings_without_switch(r, "lora", "apply_lora"):
+        yield ("lora", name), "has no effect because lora.apply_lora is false; set apply_lora: true or remove it"
 
 
 @rule("FTC115", "error", "unsupported PEFT combination")

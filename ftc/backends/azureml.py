@@ -180,7 +180,6 @@ class AzuremlBackend(Backend):
         inputs = aml.component_inputs(plan)
         opts: AzuremlOptions = plan.options  # type: ignore[assignment]
         return {
-            "generated_by": plan.generated_by,
             "component": aml.build_component(plan, inputs),
             "pipeline": aml.build_pipeline(plan, inputs),
             "conda": aml.build_conda(plan),

@@ -45,15 +45,9 @@ class LocalBackend(Backend):
         nproc = plan.spec.resources.processes_per_node
         launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", str(nproc)]
         return {
-            "generated_by": plan.generated_by,
-            "name": plan.name,
             "python": options.python,
             "launcher": launcher,
-            "runtime_args": plan.runtime_args()[:-1],
-            "config_name": plan.runtime_args()[-1],
             "nproc": nproc,
-            "env_vars": sorted(plan.spec.env.vars.items()),
-            "secrets": plan.spec.env.secrets,
             "config": plan.config,
         }
 

@@ -94,7 +94,7 @@ from pydantic import AfterValidator
 from ftc.backends import kubernetes as k8s
 from ftc.backends.base import Backend, Say, Submitted, quiet
 from ftc.backends.kubernetes import GPU_PRODUCTS, GPU_RESOURCE, PodResources
-from ftc.backends.plan import MEMORY_PER_GPU_GB, Plan
+from ftc.backends.plan import Plan, gpu_memory_gb
 from ftc.contract import RAY_ENTRY_MODULE, RAY_JOB_ENV
 from ftc.errors import SubmitError
 from ftc.spec import env_values
@@ -114,8 +114,6 @@ KUBERAY_NAME_MAX = 47  # KubeRay: MaxRayJobNameLength (it appends to the name fo
 ACCELERATOR_PREFIX = "accelerator_type:"  # Ray's resource of a node's accelerator type (Anyscale's worker_resources)
 MAX_GPUS_PER_POD = 8  # the most GPUs a common node has: a pod asking for more waits forever (FTC409)
 CPU_POD_MEMORY = "8Gi"  # a CPU job's worker pod without resources.memory
-# Memory per GPU added to a GPU job's worker pod for what the spec offloads to CPU memory (docs: the module's).
-OFFLOAD_MEMORY_PER_GPU_GB = 32
 
 
 def is_uri(value: str) -> bool:
@@ -417,26 +415,13 @@ def rayjob_name(plan: Plan) -> str:
     return k8s.dns_label(plan.name, KUBERAY_NAME_MAX)
 
 
-def offloads(plan: Plan) -> int:
-    """How many of optimizer states and parameters the spec keeps in CPU memory (DeepSpeed ZeRO offload, FSDP
-    cpu offload, which offloads both)."""
-    ds, fsdp = plan.spec.deepspeed, plan.spec.fsdp
-    if fsdp.enable_fsdp and fsdp.fsdp_cpu_offload:
-        return 2
-    if not ds.apply_deepspeed:
-        return 0
-    return int(ds.offload_optimizer) + int(ds.offload_param and str(ds.deepspeed_stage) == "3")
-
-
 def worker_pod_memory(plan: Plan) -> str:
-    """resources.memory; else 32Gi per GPU (the Job's) plus 32Gi per GPU for each CPU offload; else 8Gi (CPU)."""
-    job = plan.job
-    if plan.spec.resources.memory:
-        return k8s.memory_quantity(plan.spec.resources.memory)
+    """The Job's memory per node as a Kubernetes quantity; 8Gi for a CPU job without resources.memory."""
+    if plan.job.memory_per_node:
+        return k8s.memory_quantity(plan.job.memory_per_node)
     if not use_gpu(plan):
         return CPU_POD_MEMORY
-    gpus = job.processes_per_node
-    return f"{(MEMORY_PER_GPU_GB + OFFLOAD_MEMORY_PER_GPU_GB * offloads(plan)) * gpus}Gi"
+    return f"{gpu_memory_gb(plan.spec, plan.job.processes_per_node)}Gi"  # GPUs that targets.ray asks for, not the Job
 
 
 def worker_pod_resources(plan: Plan) -> dict[str, str]:
@@ -551,7 +536,6 @@ class RayBackend(Backend):
         o = options(plan)
         settings = train_settings(plan)
         return {
-            "generated_by": plan.generated_by,
             "job": job_document(plan),
             "manifest": kuberay_manifest(plan),
             "num_workers": settings["num_workers"],
@@ -563,7 +547,6 @@ class RayBackend(Backend):
             "num_to_keep": settings["num_to_keep"],
             "job_env": RAY_JOB_ENV,
             "local_working_dir": o.working_dir is not None and not is_uri(o.working_dir),
-            "secrets": list(plan.spec.env.secrets),
             "kubernetes_secret": kubernetes_secret(plan),
         }
 

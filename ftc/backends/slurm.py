@@ -11,7 +11,8 @@ job, which resumes from that checkpoint.
 Requests come from the build's Job (ftc/backends/plan.py). On slurm `resources.device: auto` means
 one GPU per process: `--gpus-per-node` = processes_per_node (`TYPE:N` with resources.accelerator_type,
 or a `--constraint` feature with `accelerator_request: constraint`), `--cpus-per-task` = 8 CPUs per
-process and `--mem` = 32G per GPU unless resources.cpus_per_process / resources.memory say otherwise;
+process and `--mem` = 32G per GPU, plus 32G per GPU for each thing kept in CPU memory (DeepSpeed offload,
+FSDP cpu offload), unless resources.cpus_per_process / resources.memory say otherwise;
 the runtime config says `device: gpu`, so a job on a node without CUDA stops with a clear error.
 `device: cpu` asks for no GPU (1 CPU per process unless set, the cluster's default memory).
 `targets.slurm.time`, partition, account and qos are written when set.
@@ -299,10 +300,7 @@ class SlurmBackend(Backend):
     def variables(self, plan: Plan) -> dict[str, Any]:
         o: SlurmOptions = plan.options  # type: ignore[assignment]
         job = plan.job
-        runtime = list(job.runtime_args)
         return {
-            "generated_by": plan.generated_by,
-            "name": plan.name,
             "directives": directives(plan),
             "nodes": job.nodes,
             "nproc": job.processes_per_node,
@@ -314,11 +312,7 @@ class SlurmBackend(Backend):
             "conda_env": o.conda_env,
             "container_image": job.container_image,
             "container_mounts": ",".join(o.container_mounts),
-            "env_vars": list(job.env),
-            "secrets": list(job.secrets),
             "base_dir": plan.config["base_dir"],
-            "runtime_args": runtime[:-1],
-            "config_name": runtime[-1],
             "requeue": o.requeue,
             "signal": o.signal,
             "master_port": o.master_port,

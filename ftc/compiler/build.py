@@ -96,7 +96,10 @@ def render_plan(plan: Plan) -> list[Artifact]:
     from ftc.compiler.render import render_target, to_json  # jinja only when rendering, not for lint
 
     backend = get_backend(plan.target)
-    artifacts = render_target(backend, backend.variables(plan))
+    own, shared = backend.variables(plan), plan.shared_variables()
+    if clash := sorted(own.keys() & shared.keys()):
+        raise TypeError(f"{type(backend).__name__}.variables redefines the shared template variables {clash}")
+    artifacts = render_target(backend, {**shared, **own})
     artifacts.append(Artifact(CONFIG_NAME, (to_json(plan.config) + "\n").encode()))
     header = {
         "generated_by": f"ftc {__version__}",

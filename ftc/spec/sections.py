@@ -619,8 +619,9 @@ class ResourcesSection(Section):
     )
     memory: str | None = param(
         None,
-        "Memory per node, e.g. 64G. Default on slurm and ray: 32G per GPU of a GPU job (ray's KubeRay pods: more "
-        "with CPU offload); a CPU job: the cluster's default (KubeRay: 8Gi).",
+        "Memory per node, e.g. 64G (binary units; a bare number is megabytes). Default on slurm and ray: 32G per "
+        "GPU of a GPU job, plus 32G per GPU for each thing offloaded to CPU memory (DeepSpeed optimizer or "
+        "parameters, FSDP cpu offload: both); a CPU job: the cluster's default (KubeRay: 8Gi).",
         pattern=r"^[0-9]+[KMGT]?$",
     )
 

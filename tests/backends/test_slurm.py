@@ -51,6 +51,20 @@ def sbatch_lines(script: str) -> list[str]:
 # --------------------------------------------------------------------------- the script
 
 
+@pytest.mark.parametrize(
+    "extra, per_gpu",
+    [
+        ("", 32),
+        ("deepspeed: {apply_deepspeed: true, deepspeed_stage: 2, offload_optimizer: true}\n", 64),
+        ("fsdp: {enable_fsdp: true, fsdp_cpu_offload: true}\n", 96),
+    ],
+)
+def test_memory_grows_with_cpu_offload(write_spec: Callable[..., Path], tmp_path: Path, extra: str, per_gpu: int) -> None:
+    """The Job's memory, the same figure as the KubeRay worker pod's (tests/backends/test_ray.py)."""
+    folder = compile_slurm(write_spec, tmp_path, MINIMAL + "resources: {nodes: 2, processes_per_node: 4}\n" + extra)
+    assert f"#SBATCH --mem={per_gpu * 4}G" in sbatch_lines((folder / "job.sbatch").read_text())
+
+
 def test_artifacts_and_header(write_spec: Callable[..., Path], tmp_path: Path) -> None:
     spec = MINIMAL + textwrap.dedent(
         """\

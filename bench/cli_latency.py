@@ -6,6 +6,9 @@ a fresh process, interleaved with the others so all see the same machine load; t
 (`python -c pass`) and `ftc lint` on the examples run in the same rounds. Both sides run with their
 bytecode caches written (as after a pip install): PYTHONDONTWRITEBYTECODE is dropped from the environment.
 Reports medians of wall and CPU time, and ftc / torchx per round and of the medians.
+
+Two floor rows bound what any CLI on ftc's stack can reach: importing the libraries the compile path is
+built on (pydantic with one model validated, Jinja2, PyYAML; then typer too) and nothing of ftc.
 Usage: python bench/cli_latency.py [--runs N] [--spec examples/causal_lm.yaml]
 """
 
@@ -27,6 +30,7 @@ TORCHX_VERSION = "0.7.0"
 TORCHX_VENV = ROOT / "bench" / ".venv-torchx"
 FTC = "ftc compile --target slurm"
 TORCHX = "torchx run --dryrun --scheduler slurm dist.ddp -j 2x4"
+FLOOR = "from pydantic import BaseModel; import jinja2, yaml\nclass A(BaseModel):\n    x: int = 1\nA(x=2)"
 
 
 def torchx_command() -> Path:
@@ -80,6 +84,9 @@ def report(samples: dict[str, list[tuple[float, float]]], runs: int) -> None:
     cpu = statistics.median(c for _, c in samples[FTC]) / statistics.median(c for _, c in samples[TORCHX])
     print(f"ftc compile / torchx dry run: wall medians {wall:.2f}, cpu medians {cpu:.2f}; "
           f"per round median {statistics.median(pairs):.2f}, range {pairs[0]:.2f}-{pairs[-1]:.2f} (aim: at most 0.7)")
+    torchx_cpu = statistics.median(c for _, c in samples[TORCHX])
+    for name in (n for n in samples if n.startswith("floor")):
+        print(f"{name} / torchx dry run: cpu medians {statistics.median(c for _, c in samples[name]) / torchx_cpu:.2f}")
 
 
 def main() -> None:
@@ -96,6 +103,8 @@ def main() -> None:
             FTC: [*ftc, "compile", str(Path(args.spec).resolve()), "--target", "slurm", "-o", f"{work}/build"],
             TORCHX: [str(torchx), "run", "--dryrun", "--scheduler", "slurm", "dist.ddp", "-j", "2x4", "--script", "train.py"],
             "ftc lint examples/*.yaml": [*ftc, "lint", *EXAMPLES],
+            "floor: pydantic + jinja2 + yaml": [sys.executable, "-c", FLOOR],
+            "floor: pydantic + jinja2 + yaml + typer": [sys.executable, "-c", FLOOR + "\nimport typer"],
         }
         report(measure(commands, args.runs, work), args.runs)
 

@@ -32,6 +32,7 @@ from ftc.spec.derived import EPOCHS, MIN_UPDATE_STEPS, Derived, derive, follow_d
 from ftc.spec.keys import accepted_names, leaf_index
 from ftc.spec.model import SECTION_ALIASES, SpecBase
 from ftc.spec.secrets import looks_like_secret, mask_secrets
+from ftc.spec.uris import is_uri
 
 USAGE = """\
 usage: python -m ftc.runtime --config PATH/ftc.resolved.json [--output_dir DIR] [--<parameter> VALUE ...]
@@ -106,6 +107,12 @@ class RunConfig:
             return None
         p = Path(os.path.expanduser(str(value)))
         return p if p.is_absolute() else Path(os.path.normpath(self._base((section, name)) / p))
+
+    def uri(self, section: str, name: str) -> str | None:
+        """A file or folder parameter that names a remote location (s3://, gs://, ...), as written; None for a
+        local path or an unset one (see ftc.spec.uris)."""
+        value = getattr(getattr(self.spec, section), name)
+        return str(value) if value and is_uri(str(value)) else None
 
     def model_ref(self, section: str, name: str) -> str | None:
         """A model or tokenizer: a local folder (absolute) when it exists, else the value as a hub id."""

@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q $(TORCH)
-	DS_BUILD_OPS=0 $(PY) -m pip install -q -e '.[train,azureml,ray,dev]'
+	DS_BUILD_OPS=0 $(PY) -m pip install -q -e '.[train,azureml,ray,dev,s3,gcs,azure]'
 	$(PY) -m pip install -q --no-deps $(DEMO_PACKAGES)
 	touch $@
 
@@ -27,6 +27,7 @@ demo: install
 	FTC_PYTHON=$(abspath $(PY)) bash build/local/run.sh --output_dir $(abspath runs/text_classification)
 
 test: install
+	.ci/azurite.sh  # the Azure Blob emulator of the storage tests (npm, cached)
 	$(PY) -m pytest -q
 
 bench: install
@@ -35,6 +36,7 @@ bench: install
 	$(PY) bench/runtime_overhead.py
 	$(PY) bench/packing.py
 	$(PY) bench/scale_out.py
+	$(PY) bench/data_prep.py
 
 schema: install
 	$(FTC) schema > ftc/spec/schema.json

@@ -82,7 +82,7 @@ from ftc.backends.plan import Plan
 from ftc.errors import SubmitError
 from ftc.spec import deepspeed_file
 from ftc.spec.fields import Flag, OneLine, Section, param
-from ftc.spec.peek import local_path
+from ftc.spec.peek import local_path, looks_like_hub_id
 from ftc.spec.rules.registry import KeyPath, RuleSet
 
 # Registered environments: azureml:<name>:<version>, azureml:<name>@<label>, or an ARM / registry id.
@@ -91,8 +91,6 @@ ENVIRONMENT_REF = re.compile(
     r"|azureml://registries/[^/\s]+/environments/[^/\s]+/(versions/[^/\s]+|labels/[^/\s]+)"
     r"|/subscriptions/\S+/environments/[^/\s]+/versions/[^/\s]+)$"
 )
-# A model given as a hub id (org/name) rather than a path or a URI.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 WORKSPACE_ID = re.compile(
     r"^/subscriptions/(?P<subscription_id>[^/]+)/resourceGroups/(?P<resource_group>[^/]+)"
     r"/providers/Microsoft\.MachineLearningServices/workspaces/(?P<workspace_name>[^/]+)/?$",
@@ -173,6 +171,7 @@ class AzuremlBackend(Backend):
     summary = "component.yaml + pipeline.yaml: Azure ML command component (the seeds' input names) and its pipeline job"
     Options = AzuremlOptions
     rules = RULES
+    reads_azureml_assets = True  # azureml:// data and models become inputs that Azure ML mounts
     main_artifact = "component.yaml"
     gpu_artifact = "pipeline.yaml"
 
@@ -313,7 +312,7 @@ def _model_out_of_sight(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
     """model_selector_output is a uri_folder (not a hub id), and a local tokenizer_name folder is not shipped."""
     base_dir = plan.resolved.doc.base_dir
     model, tokenizer = plan.spec.model.model_selector_output, plan.spec.model.tokenizer_name
-    if _looks_like_hub_id(model) and local_path(base_dir, model) is None:
+    if looks_like_hub_id(model) and local_path(base_dir, model) is None:
         yield ("model", "model_selector_output"), (
             f"{model!r} looks like a hub id, but model_selector_output is a uri_folder input: give a local "
             "folder (uploaded at submission), an azureml: model or data asset, or a storage URI"
@@ -438,10 +437,6 @@ def _gpus_of(vm_size: str) -> int | None:
             if name.lower() == vm_size.lower():
                 return gpus
     return None
-
-
-def _looks_like_hub_id(value: str) -> bool:
-    return bool(_HUB_ID.match(value)) and not value.startswith((".", "/", "~")) and "://" not in value
 
 
 # --- submit ---------------------------------------------------------------------------------------

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ftc.errors import SubmitError
 from ftc.spec.fields import Section
-from ftc.spec.rules.registry import Finding, RuleSet
+from ftc.spec.rules.paths import is_azureml_asset, location_values
+from ftc.spec.rules.registry import Finding, KeyPath, RuleSet
 
 if TYPE_CHECKING:
     from ftc.backends.plan import Plan
@@ -54,6 +55,8 @@ class Backend(ABC):
     `check` runs), and `submit` runs or hands over a compiled build (compiling itself never submits).
     Options that are paths relative to the spec's folder are named in `Options.path_options`
     (FTC120 checks them); `main_artifact` and `gpu_artifact` name the files `ftc docs --target` shows.
+    A target whose jobs cannot read Azure ML assets (`reads_azureml_assets` false, the default) gets the
+    shared rule FTC163 in its `rules`, which refuses `azureml:` locations.
     """
 
     name: ClassVar[str]
@@ -66,6 +69,16 @@ class Backend(ABC):
     gpu_artifact: ClassVar[str | None] = None
     # Jobs run on a cluster, where resources.device auto means one GPU per process (the Job's device).
     runs_on_cluster: ClassVar[bool] = True
+    # Its jobs read azureml:// data and models (Azure ML mounts them as inputs); other targets refuse them (FTC163).
+    reads_azureml_assets: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give a target that cannot read Azure ML assets the shared rule that refuses them, in its own `rules`."""
+        super().__init_subclass__(**kwargs)
+        if "rules" not in cls.__dict__:
+            cls.rules = RuleSet()  # never register into the set a parent class shares
+        if not cls.reads_azureml_assets and AZUREML_RULE not in cls.rules:
+            cls.rules.rule(AZUREML_RULE, "error", "Azure ML location")(azureml_assets)
 
     @abstractmethod
     def variables(self, plan: Plan) -> dict[str, Any]:
@@ -90,3 +103,18 @@ class Backend(ABC):
         it comes goes to `on_output` (a followed job's logs) and `on_status` (progress lines).
         """
         raise SubmitError(f"target {self.name} has no submit step yet")
+
+
+AZUREML_RULE = "FTC163"
+
+
+def azureml_assets(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """`azureml://` and `azureml:<name>:<version>` locations are Azure ML data and registry assets, which only an
+    Azure ML job can read (the azureml target passes them as inputs Azure ML mounts); every other target refuses them."""
+    for key, value in location_values(plan.resolved):
+        if is_azureml_asset(value):
+            yield key, (
+                f"{value!r} is an Azure ML asset, which only an Azure ML job can read (Azure ML mounts it); the "
+                f"{plan.target} target cannot pass it to its job: give a path its nodes see, or the storage URI "
+                "behind the asset (abfs://, s3://, gs://), or compile with --target azureml"
+            )

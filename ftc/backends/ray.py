@@ -5,9 +5,21 @@
 - `job.yaml`: the Ray job. `submit_job` holds the keyword arguments of
   `ray.job_submission.JobSubmissionClient.submit_job`: the `entrypoint`
   (`<python> -m ftc.runtime.ray_entry`, shell-quoted) and the `runtime_env`: `working_dir` (the spec's
-  folder by default, uploaded by Ray, so relative data and model paths resolve on the cluster as they
-  do here), `excludes`, `env_vars` (env.vars, and `FTC_RAY_JOB`) and `pip`. `address` is
+  folder by default) with `excludes`, `env_vars` (env.vars, and `FTC_RAY_JOB`) and `pip`. `address` is
   targets.ray.address. Relative paths in job.yaml are relative to its own folder.
+
+What travels with the job: only the local files it reads. `excludes` leaves out everything of the working
+dir but the spec's relative data files (train, validation and test files; the preprocess_output folder when
+a split has no file of its own) and its DeepSpeed file (with apply_deepspeed), gitignore patterns that Ray's
+packaging applies (`/*`, `!/.`, then `!/data`, `/data/*`, `!/data/train.jsonl`, ...), then targets.ray.excludes;
+so the relative paths resolve on the cluster as they do here, and a folder holding model weights or other
+data next to the spec is not packed. When the job reads no local file (its data are URIs or absolute paths)
+there is no working_dir: nothing is uploaded. Models (model, tokenizer_name, lora.from_peft_checkpoint) never
+travel: they are read from a URI or an absolute path every node sees; a relative one is warned about (FTC413).
+Ray's dashboard refuses a request over 100 MiB (HTTP 413), and Ray packs without compression: lint adds up the
+files that would travel (symlinks followed) and errs over 100 MiB, naming the biggest, and warns from 50 MiB
+(FTC412). A relative file outside targets.ray.working_dir cannot travel (FTC414). `.gitignore` and `.rayignore`
+files inside the working dir still leave out what they name, as Ray does for every job.
 - `kuberay-rayjob.yaml`: a KubeRay `RayJob` (apiVersion ray.io/v1) that creates a cluster of
   resources.nodes worker pods, runs the same entrypoint and runtime_env, and deletes the cluster
   afterwards.
@@ -69,9 +81,9 @@ are never written to job.yaml nor sent with the job.
 Ray job SDK (the `ray` package: `pip install 'ftc[ray]'`), follows the job's logs until it ends, and
 exits 0 when it SUCCEEDED. An address where no Ray dashboard answers fails within seconds.
 
-Outputs: checkpointing.output_dir is a path on the cluster. A relative one resolves inside the
-job's copy of the working dir, which Ray deletes after the job; use an absolute path on storage
-every node sees (or --output_dir at submit). Ray Train's checkpoints go to targets.ray.storage_path
+Outputs: checkpointing.output_dir is a path on the cluster or a URI (s3://...). A relative one resolves inside
+the job's copy of the working dir, which Ray deletes after the job; use an absolute path on storage
+every node sees, a URI (or --output_dir at submit). Ray Train's checkpoints go to targets.ray.storage_path
 (default `<output_dir>/ray_train`).
 """
 
@@ -86,6 +98,7 @@ import shlex
 import time
 import urllib.parse
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -99,8 +112,12 @@ from ftc.contract import RAY_ENTRY_MODULE, RAY_JOB_ENV
 from ftc.errors import SubmitError
 from ftc.spec import env_values
 from ftc.spec.fields import Flag, OneLine, Section, one_line, param
+from ftc.spec.peek import is_file as peek_is_file
+from ftc.spec.peek import local_path, looks_like_hub_id
 from ftc.spec.rules.facts import saves_periodically
-from ftc.spec.rules.registry import KeyPath, RuleSet
+from ftc.spec.rules.paths import is_relative_path
+from ftc.spec.rules.registry import KeyPath, RuleSet, Severity
+from ftc.spec.uris import is_uri
 
 JOB_FILE = "job.yaml"
 KUBERAY_FILE = "kuberay-rayjob.yaml"
@@ -109,16 +126,14 @@ DEFAULT_STORAGE = "ray_train"  # storage_path default: <output_dir>/ray_train
 PROBE_TIMEOUT_S = 5.0
 FINAL_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
 
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 KUBERAY_NAME_MAX = 47  # KubeRay: MaxRayJobNameLength (it appends to the name for the cluster's)
 ACCELERATOR_PREFIX = "accelerator_type:"  # Ray's resource of a node's accelerator type (Anyscale's worker_resources)
 MAX_GPUS_PER_POD = 8  # the most GPUs a common node has: a pod asking for more waits forever (FTC409)
 CPU_POD_MEMORY = "8Gi"  # a CPU job's worker pod without resources.memory
-
-
-def is_uri(value: str) -> bool:
-    """`s3://...`, `gs://...`, `https://.../x.zip`: a remote location rather than a local path."""
-    return bool(_URI.match(value))
+# The most a Ray dashboard accepts in one request (ray_constants.DASHBOARD_CLIENT_MAX_SIZE): a bigger working_dir
+# package (a zip, stored uncompressed) is refused with HTTP 413 (FTC412 errs); from UPLOAD_WARNING on, FTC412 warns.
+UPLOAD_LIMIT = 100 * 1024**2
+UPLOAD_WARNING = 50 * 1024**2
 
 
 def _address(value: str) -> str:
@@ -137,8 +152,8 @@ Address = Annotated[str, AfterValidator(_address)]
 class RayOptions(Section):
     """Settings of the ray target (job.yaml for the Ray job SDK, kuberay-rayjob.yaml for KubeRay)."""
 
-    # Relative to the spec's folder (FTC120). working_dir is not one: it may be a folder above the spec's, which the
-    # job then uploads whole.
+    # Relative to the spec's folder (FTC120). working_dir is not one: it may be a folder above the spec's (the job
+    # uploads the files it reads from it, see `uploads`).
     path_options: ClassVar[tuple[str, ...]] = ("storage_path",)
 
     address: Address | None = param(
@@ -160,13 +175,17 @@ class RayOptions(Section):
     )
     working_dir: str | None = param(
         ".",
-        "Folder Ray uploads as the job's working directory (runtime_env working_dir), relative to the spec file; "
-        "the default is the spec's folder, so relative data and model paths work on the cluster. A URI "
-        "(s3://..., https://.../project.zip) is used as it is (its archive must hold the spec's folder at its top); "
-        "null uploads nothing (data and model paths must then exist on the cluster).",
+        "The job's working directory on the cluster (runtime_env working_dir), relative to the spec file; the "
+        "default is the spec's folder. Of a local folder only the files the job reads travel: the spec's relative "
+        "data files (or preprocess_output folder) and DeepSpeed file, so their relative paths work on the cluster; "
+        "models and anything else stay here (lint reports the upload's size against Ray's 100 MiB limit), and when "
+        "the job reads no local file nothing is uploaded. A URI (s3://..., https://.../project.zip) is used as it "
+        "is (its archive must hold the spec's folder at its top); null uploads nothing (data paths must then exist "
+        "on the cluster).",
     )
     excludes: list[OneLine] = param(
-        description="Files of working_dir not to upload (gitignore-style patterns, runtime_env excludes); a relative "
+        description="Files of working_dir not to upload even when the job reads them (gitignore-style patterns, "
+        "runtime_env excludes, after those that leave out every file the job does not read); a relative "
         "checkpointing.output_dir inside working_dir is excluded too.",
         default_factory=lambda: [".git", ".venv", "__pycache__"],
     )
@@ -296,34 +315,159 @@ def spec_dir(plan: Plan) -> str:
     return str(plan.resolved.doc.base_dir)
 
 
-def working_dir_for_job(plan: Plan) -> str | None:
-    """runtime_env working_dir as job.yaml writes it: relative to the build folder (job.yaml's), or a URI."""
+# --------------------------------------------------------------------------- what the job uploads
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A local file or folder the job reads, which travels in its working_dir: the spec key that names it, the
+    value as written, and its path inside the working dir (POSIX; None when it lies outside)."""
+
+    key: KeyPath
+    value: str
+    path: str | None
+
+
+def local_working_dir(plan: Plan) -> str | None:
+    """targets.ray.working_dir when it is a local folder (None: a URI, or no working dir)."""
     wd = options(plan).working_dir
-    if wd is None or is_uri(wd) or os.path.isabs(wd):
+    return None if wd is None or is_uri(wd) else wd
+
+
+def read_locations(plan: Plan) -> list[tuple[KeyPath, str]]:
+    """The spec's locations the job reads besides the model: its data files (the preprocess_output folder when a
+    split has no file of its own) and its DeepSpeed file."""
+    d, ds = plan.spec.data, plan.spec.deepspeed
+    found: list[tuple[KeyPath, str | None]] = [
+        (("data", "train_file_path"), d.train_file_path),
+        (("data", "validation_file_path"), d.validation_file_path),
+        (("data", "test_file_path"), d.test_file_path),
+    ]
+    if not all(value for _, value in found):
+        found.append((("data", "preprocess_output"), d.preprocess_output))
+    if ds.apply_deepspeed:
+        found.append((("deepspeed", "deepspeed"), ds.deepspeed))
+    return [(key, value) for key, value in found if value]
+
+
+def uploads(plan: Plan) -> list[Upload]:
+    """The relative local files and folders the job reads (URIs and absolute paths stay where they are), each with
+    its path inside the local working dir; none without a local working dir."""
+    wd = local_working_dir(plan)
+    if wd is None:
+        return []
+    here = spec_dir(plan)
+    root = os.path.normpath(os.path.join(here, wd))
+    found = []
+    for key, value in read_locations(plan):
+        if is_relative_path(value):
+            inside = os.path.relpath(os.path.normpath(os.path.join(here, value)), root)
+            outside = inside.split(os.sep)[0] == os.pardir
+            found.append(Upload(key, value, None if outside else Path(inside).as_posix()))
+    return found
+
+
+def uploaded_paths(plan: Plan) -> list[str]:
+    """The paths inside the working dir that travel with the job, sorted, without repeats."""
+    return sorted({u.path for u in uploads(plan) if u.path is not None})
+
+
+def working_dir_for_job(plan: Plan) -> str | None:
+    """runtime_env working_dir as job.yaml writes it: relative to the build folder (job.yaml's), a URI, or None
+    when the job reads no local file (nothing is uploaded)."""
+    wd = options(plan).working_dir
+    if wd is None or is_uri(wd):
+        return wd
+    if not uploaded_paths(plan):
+        return None
+    if os.path.isabs(wd):
         return wd
     return posixpath.normpath(posixpath.join(Path(plan.config["base_dir"]).as_posix(), Path(wd).as_posix()))
 
 
 def spec_root(plan: Plan) -> str:
     """The spec's folder relative to the job's working directory on the cluster (its cwd)."""
-    wd = options(plan).working_dir
-    if wd is None or is_uri(wd):
+    wd = local_working_dir(plan)
+    if wd is None or not uploaded_paths(plan):
         return "."
     here = spec_dir(plan)
     return Path(os.path.relpath(here, os.path.normpath(os.path.join(here, wd)))).as_posix()
 
 
+def _pattern(path: str) -> str:
+    """`path` (inside the working dir) as an anchored gitignore pattern that matches it literally."""
+    escaped = re.sub(r"([\\*?\[\]])", r"\\\1", path)
+    return "/" + (escaped[:-1] + "[ ]" if escaped.endswith(" ") else escaped)  # Ray's pathspec strips even "\\ "
+
+
+def upload_only(paths: list[str]) -> list[str]:
+    """Gitignore patterns (runtime_env excludes) that leave out everything of the working dir but `paths`.
+
+    Ray does not walk into an excluded folder, and the last pattern that matches a path decides: everything at
+    the top is excluded (`/*`, but not the working dir itself, `!/.`), then each folder on the way to a path is
+    let in and its other entries left out (`!/data`, `/data/*`), then each path is let in (`!/data/train.jsonl`).
+    """
+    if "." in paths:  # the working dir itself: all of it travels
+        return []
+    folders = {"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)}
+    found = ["/*", "!/."]
+    for folder in sorted(folders, key=lambda f: (f.count("/"), f)):  # a folder before the folders inside it
+        found += ["!" + _pattern(folder), _pattern(folder) + "/*"]
+    return found + ["!" + _pattern(p) for p in paths]
+
+
 def excludes(plan: Plan) -> list[str]:
-    """options.excludes, plus a relative output_dir that lies inside the working dir."""
+    """Everything of the working dir but the files the job reads (upload_only), then options.excludes and a
+    relative output_dir inside the working dir."""
     o = options(plan)
-    found = list(o.excludes)
-    out = plan.spec.checkpointing.output_dir
-    if o.working_dir is not None and not is_uri(o.working_dir) and not os.path.isabs(out):
+    found = [*upload_only(uploaded_paths(plan)), *o.excludes]
+    out, wd = plan.spec.checkpointing.output_dir, local_working_dir(plan)
+    if wd is not None and is_relative_path(out):
         here = spec_dir(plan)
-        inside = os.path.relpath(os.path.normpath(os.path.join(here, out)), os.path.normpath(os.path.join(here, o.working_dir)))
+        inside = os.path.relpath(os.path.normpath(os.path.join(here, out)), os.path.normpath(os.path.join(here, wd)))
         if inside != "." and not inside.startswith(".."):
             found.append("/" + Path(inside).as_posix() + "/")
     return list(dict.fromkeys(found))
+
+
+def upload_sizes(plan: Plan) -> list[tuple[KeyPath, str, int]]:
+    """(spec key, path inside the working dir, bytes) of every file that would travel with the job, as Ray walks
+    them (following symlinks; each file once). Reads the disk: for lint, not for rendering."""
+    wd = local_working_dir(plan)
+    if wd is None:
+        return []
+    root = Path(spec_dir(plan)) / wd
+    found: dict[str, tuple[KeyPath, str, int]] = {}
+    for upload in uploads(plan):
+        start = local_path(root, upload.path) if upload.path is not None else None  # None: missing or unreadable
+        if start is not None:
+            for path, size in _walk(start):
+                inside = path.relative_to(root).as_posix()
+                found.setdefault(inside, (upload.key, inside, size))
+    return list(found.values())
+
+
+def _walk(path: Path) -> Iterator[tuple[Path, int]]:
+    """Each file at or under `path` with its size, symlinks followed, each real folder once (no loops)."""
+    if peek_is_file(path):
+        yield path, _size(path)
+        return
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(path, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        for name in sorted(files):
+            yield Path(folder) / name, _size(Path(folder) / name)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def train_settings(plan: Plan) -> dict[str, Any]:
@@ -547,6 +691,8 @@ class RayBackend(Backend):
             "num_to_keep": settings["num_to_keep"],
             "job_env": RAY_JOB_ENV,
             "local_working_dir": o.working_dir is not None and not is_uri(o.working_dir),
+            "upload_count": len(uploaded_paths(plan)),
+            "working_dir_uri": o.working_dir is not None and is_uri(o.working_dir),
             "kubernetes_secret": kubernetes_secret(plan),
         }
 
@@ -631,7 +777,7 @@ def _trainer_resources_ignored(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
 def _relative_output_dir(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
     """A relative checkpointing.output_dir resolves in the job's working dir, which Ray deletes after the job."""
     output_dir = plan.spec.checkpointing.output_dir
-    if not os.path.isabs(output_dir):
+    if is_relative_path(output_dir):
         yield ("checkpointing", "output_dir"), (
             f"is relative ({output_dir}): under Ray it resolves inside the job's copy of the working dir on the "
             "cluster, which Ray deletes after the job; use an absolute path every node sees, or --output_dir at submit"
@@ -688,6 +834,74 @@ def _accelerator_type_without_label(plan: Plan) -> Iterator[tuple[KeyPath, str]]
             f"{', '.join(GPU_PRODUCTS)}): the KubeRay worker pods may land on other GPU nodes; set "
             "targets.ray.node_selector"
         )
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024**2:.1f} MiB"
+
+
+@RULES.rule(
+    "FTC412", "error/warning", "upload over Ray's limit",
+    doc=f"The files that travel with the job (the spec's local data and DeepSpeed files, in its working_dir) must "
+    f"stay under the {_mib(UPLOAD_LIMIT)} a Ray dashboard accepts in one request (an error above it; Ray answers "
+    f"413), and are warned about from {_mib(UPLOAD_WARNING)}: the message gives the size and the biggest files.",
+)
+def _upload_too_big(plan: Plan) -> Iterator[tuple[KeyPath, str, Severity]]:
+    files = sorted(upload_sizes(plan), key=lambda f: (-f[2], f[1]))
+    total = sum(size for _, _, size in files)
+    if total < UPLOAD_WARNING:
+        return
+    biggest = ", ".join(f"{path} ({_mib(size)})" for _, path, size in files[:3])
+    where = "put the data on storage every node sees and name it there (an s3://, gs://, abfs:// URI or an absolute path)"
+    if total > UPLOAD_LIMIT:
+        yield files[0][0], (
+            f"the Ray job would upload {_mib(total)} (the files it reads, in its working_dir), over the "
+            f"{_mib(UPLOAD_LIMIT)} a Ray dashboard accepts (it refuses with 413); the biggest: {biggest}; {where}"
+        ), "error"
+    else:
+        yield files[0][0], (
+            f"the Ray job uploads {_mib(total)} (the files it reads, in its working_dir), near the "
+            f"{_mib(UPLOAD_LIMIT)} a Ray dashboard accepts; the biggest: {biggest}; for data that grows, {where}"
+        ), "warning"
+
+
+_MODEL_KEYS: tuple[KeyPath, ...] = (
+    ("model", "model_selector_output"),
+    ("model", "tokenizer_name"),
+    ("lora", "from_peft_checkpoint"),
+)
+
+
+@RULES.rule("FTC413", "warning", "local model folder the job does not upload")
+def _relative_model_folder(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """A model, tokenizer or adapter folder relative to the spec's folder: the Ray job never uploads models (they
+    outgrow Ray's upload limit), so it must be an absolute path every node sees or a URI."""
+    if local_working_dir(plan) is None:
+        return  # relative paths resolve in a working dir from a URI, or in the nodes' folder: the user's choice
+    for key in _MODEL_KEYS:
+        value = getattr(getattr(plan.spec, str(key[0])), str(key[1]))
+        if value and is_relative_path(value) and _local_folder(plan, value):
+            yield key, (
+                f"{value!r} is a folder relative to the spec, which the Ray job does not upload (models travel "
+                "from storage, not with the job): give an absolute path every node sees, or a storage URI"
+            )
+
+
+def _local_folder(plan: Plan, value: str) -> bool:
+    """Whether a relative model value names a local folder: one that exists here, or no hub id (`./m`, `a/b/c`)."""
+    return local_path(plan.resolved.doc.base_dir, value) is not None or not looks_like_hub_id(value)
+
+
+@RULES.rule("FTC414", "error", "file the job reads outside its working_dir")
+def _read_outside_working_dir(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """A relative data or DeepSpeed file outside targets.ray.working_dir cannot travel with the job."""
+    for upload in uploads(plan):
+        if upload.path is None:
+            yield upload.key, (
+                f"{upload.value!r} lies outside targets.ray.working_dir ({options(plan).working_dir}), so it cannot "
+                "travel with the Ray job: move it inside, widen working_dir, or give an absolute path every node sees "
+                "or a URI"
+            )
 
 
 # --------------------------------------------------------------------------- submit

@@ -26,6 +26,12 @@
   that is half-written (the Trainer writes trainer_state.json last) or holds a truncated or
   unreadable file is skipped with a warning naming it and the reason. ftc/runtime/resume.py then
   checks that it was trained with the run's values (`ftc_run_identity.json`).
+- `UploadCheckpoints` (checkpointing.output_dir a remote folder: s3://, gs://, abfs://): after every
+  save, rank 0 uploads the checkpoint to `<output_dir>/pytorch_model_folder/checkpoint-<step>` and
+  then writes `.ftc_complete` into it, so that a resume never picks a half-uploaded checkpoint; a
+  checkpoint this run uploaded and the rotation deleted locally is deleted there too. Rank 0 uploads
+  the files of its node: a checkpoint whose shards other nodes write (DeepSpeed ZeRO, FSDP on several
+  nodes) needs an output_dir every node sees.
 """
 
 from __future__ import annotations
@@ -490,3 +496,27 @@ class KeepBestCheckpoints(TrainerCallback):
                 "save_total_limit %d: deleted %s (keeping the best by %s and the newest)",
                 self.keep, ", ".join(p.name for p in deleted), self.metric or "recency",
             )
+
+
+class UploadCheckpoints(TrainerCallback):
+    """checkpointing.output_dir on remote storage: every saved checkpoint uploaded (rank 0), marker last."""
+
+    def __init__(self, remote_folder: str) -> None:
+        self.remote_folder = remote_folder.rstrip("/")  # the URI of TrainingArguments.output_dir
+        self.uploaded: set[str] = set()
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        from ftc.runtime import storage
+
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if not (state.is_world_process_zero and folder.is_dir()):
+            return
+        target = f"{self.remote_folder}/{folder.name}"
+        started = time.perf_counter()
+        storage.upload_folder(folder, target, marker=True)
+        self.uploaded.add(folder.name)
+        log.info("uploaded %s to %s in %.1f s", folder.name, target, time.perf_counter() - started)
+        for name in sorted(self.uploaded):  # rotated out locally (save_total_limit): out there too
+            if not (Path(args.output_dir) / name).exists():
+                storage.remove(f"{self.remote_folder}/{name}")
+                self.uploaded.discard(name)

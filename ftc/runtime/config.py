@@ -27,6 +27,7 @@ from ftc import __version__
 from ftc.contract import HEADER_KEY, HELP, META_KEYS, ArgumentError, config_problem, runtime_arguments
 from ftc.errors import UnreadableSpec
 from ftc.runtime.errors import UsageError
+from ftc.runtime.storage import local_folder
 from ftc.spec.arguments import argument_value
 from ftc.spec.derived import EPOCHS, MIN_UPDATE_STEPS, Derived, derive, follow_derived
 from ftc.spec.keys import accepted_names, leaf_index
@@ -123,7 +124,18 @@ class RunConfig:
         return str(local) if local is not None and local.exists() else str(value)
 
     @property
+    def output_uri(self) -> str | None:
+        """checkpointing.output_dir when it is a remote folder (s3://...): outputs are staged in `output_dir`
+        and uploaded there (callbacks.UploadCheckpoints, trainer.publish_outputs)."""
+        return self.uri("checkpointing", "output_dir")
+
+    @property
     def output_dir(self) -> Path:
+        """The local output folder: checkpointing.output_dir, or, when that is remote, its staging folder on
+        this node (under $FTC_CACHE_DIR/staging, keyed by the URI: a local mirror of the remote folder)."""
+        uri = self.output_uri
+        if uri is not None:
+            return local_folder(uri, "staging")
         out = self.path("checkpointing", "output_dir")
         assert out is not None
         return out

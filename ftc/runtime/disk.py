@@ -117,7 +117,7 @@ def _remove_changed(folder: Path, before: dict[str, tuple[int, int]]) -> list[st
 
 
 @contextlib.contextmanager
-def writing(what: str, folder: Path, out: Path, checkpoints: Path, *, final_model: bool = False) -> Iterator[None]:
+def writing(what: str, folder: Path, out: Path | str, checkpoints: Path, *, final_model: bool = False) -> Iterator[None]:
     """Turn a full disk while writing `what` into `folder` into one `DiskFull` line (see the module docstring).
 
     `out` is the run's output folder (for the resume command), `checkpoints` the Trainer's output_dir;
@@ -136,7 +136,7 @@ def writing(what: str, folder: Path, out: Path, checkpoints: Path, *, final_mode
 
 
 def _message(
-    what: str, folder: Path, out: Path, checkpoints: Path, free: tuple[int, int] | None,
+    what: str, folder: Path, out: Path | str, checkpoints: Path, free: tuple[int, int] | None,
     broken: str | None, removed: list[str],
 ) -> str:
     from ftc.runtime.callbacks import last_good_checkpoint

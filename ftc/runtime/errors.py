@@ -37,6 +37,6 @@ class DiskFull(RuntimeUserError):
     """No space left where an output was being written (exit 1); the message says where and how to resume."""
 
 
-def resume_hint(out: Path) -> str:
-    """How to continue a stopped run: the same command, this output folder, resume on."""
+def resume_hint(out: Path | str) -> str:
+    """How to continue a stopped run: the same command, this output folder (or remote URI), resume on."""
     return f"to resume, run the same command with --output_dir {shlex.quote(str(out))} --resume_from_checkpoint true"

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ftc.runtime import storage
 from ftc.runtime.config import RunConfig
 from ftc.runtime.errors import RuntimeUserError
 
@@ -36,6 +37,9 @@ TOKENIZER_FILES = (
     "tokenizer.model",
     "sentencepiece.bpe.model",
 )
+# An MLflow model folder has this file at its top; flavours that hold a transformers model folder.
+MLMODEL_FILE = "MLmodel"
+TRANSFORMERS_FLAVORS = ("transformers", "hftransformersv2", "hftransformers")
 # model_max_length values this large mean "no limit set".
 NO_LIMIT = 1_000_000
 
@@ -46,12 +50,27 @@ def model_source(cfg: RunConfig) -> str:
 
 
 def tokenizer_source(cfg: RunConfig) -> str:
-    return _source(cfg, "tokenizer_name") if cfg.spec.model.tokenizer_name else model_source(cfg)
+    if cfg.spec.model.tokenizer_name:
+        return _source(cfg, "tokenizer_name", part="tokenizer")
+    return _source(cfg, "model_selector_output", part="tokenizer")
 
 
-def _source(cfg: RunConfig, name: str) -> str:
-    """model.`name` as a local folder or hub id; RuntimeUserError for a folder path (absolute, ./, ../, ~)
-    that does not exist, which no hub could serve."""
+def _source(cfg: RunConfig, name: str, part: str = "model") -> str:
+    """model.`name` as a local folder or hub id: a URI is downloaded (once per node), and an MLflow model folder
+    gives the folder of its weights or of its tokenizer (`part`). RuntimeUserError for a folder path
+    (absolute, ./, ../, ~) that does not exist, which no hub could serve."""
+    uri = cfg.uri("model", name)
+    if uri is not None:
+        ref = str(storage.cached_copy(uri, f"model.{name}"))
+    else:
+        ref = _local_source(cfg, name)
+    if os.path.isdir(ref) and (Path(ref) / MLMODEL_FILE).is_file():
+        weights, tokenizer = mlflow_model_parts(Path(ref), f"model.{name} {uri or ref}")
+        return str(tokenizer if part == "tokenizer" else weights)
+    return ref
+
+
+def _local_source(cfg: RunConfig, name: str) -> str:
     ref = cfg.model_ref("model", name)
     assert ref is not None
     value = str(getattr(cfg.spec.model, name))
@@ -59,6 +78,52 @@ def _source(cfg: RunConfig, name: str) -> str:
         what = "tokenizer" if name == "tokenizer_name" else "model"
         raise RuntimeUserError(f"{what} folder {cfg.path('model', name)} not found (model.{name})")
     return ref
+
+
+def mlflow_model_parts(folder: Path, what: str) -> tuple[Path, Path]:
+    """(weights folder, tokenizer folder) of an MLflow model folder: MLflow's transformers flavour (`model/`,
+    `components/tokenizer/`), Azure ML registry models (`data/model/`, `data/tokenizer/`), or ftc's own
+    python_function model (the transformers folder in its `hf_model` artifact); RuntimeUserError otherwise."""
+    flavors = _mlmodel_flavors(folder, what)
+    transformers = next((flavors[f] or {} for f in TRANSFORMERS_FLAVORS if f in flavors), None)
+    artifact = (((flavors.get("python_function") or {}).get("artifacts") or {}).get("hf_model") or {}).get("path")
+    if transformers is not None:
+        weights = [str(transformers.get("model_binary") or "model"), "data/model", "model"]
+        tokenizers = ["components/tokenizer", "data/tokenizer"]
+    elif artifact:
+        weights, tokenizers = [str(artifact)], []
+    else:
+        raise RuntimeUserError(
+            f"{what} is an MLflow model of flavour {', '.join(flavors) or 'none'}: ftc starts from MLflow models of the "
+            f"transformers flavour ({', '.join(TRANSFORMERS_FLAVORS)}) only"
+        )
+    model = next((folder / w for w in weights if (folder / w / "config.json").is_file()), None)
+    if model is None:
+        raise RuntimeUserError(
+            f"{what} is an MLflow transformers model without its weights (no config.json in {', '.join(dict.fromkeys(weights))}): "
+            "it was saved with save_pretrained=False; save it with its weights or give the model folder"
+        )
+    tokenizer = next((folder / t for t in tokenizers if _has_tokenizer(folder / t)), model)
+    return model, tokenizer
+
+
+def _mlmodel_flavors(folder: Path, what: str) -> dict[str, Any]:
+    """The `flavors` mapping of `folder/MLmodel`; RuntimeUserError when it cannot be read."""
+    import yaml
+
+    path = folder / MLMODEL_FILE
+    try:
+        mlmodel = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise RuntimeUserError(f"{what}: cannot read {path}: {_first_line(exc)}") from None
+    flavors = mlmodel.get("flavors") if isinstance(mlmodel, dict) else None
+    if not isinstance(flavors, dict):
+        raise RuntimeUserError(f"{what}: {path} names no flavors: not an MLflow model")
+    return flavors
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return folder.is_dir() and any((folder / f).exists() for f in TOKENIZER_FILES)
 
 
 def _describe(cfg: RunConfig, name: str, ref: str) -> str:
@@ -76,7 +141,7 @@ def load_tokenizer(cfg: RunConfig) -> Any:
     name = "tokenizer_name" if cfg.spec.model.tokenizer_name else "model_selector_output"
     # The GGUF file holds the tokenizer of its model; a tokenizer_name folder has its own files.
     gguf = None if cfg.spec.model.tokenizer_name else _gguf_file(cfg)
-    if os.path.isdir(ref) and not gguf and not any((Path(ref) / f).exists() for f in TOKENIZER_FILES):
+    if os.path.isdir(ref) and not gguf and not _has_tokenizer(Path(ref)):
         raise RuntimeUserError(
             f"no tokenizer in the model folder {ref} (looked for {', '.join(TOKENIZER_FILES)}); "
             "save one there or set model.tokenizer_name"

@@ -202,7 +202,7 @@ class Preemption:
         """A transformers TrainerCallback acting on this request."""
         return make_callback(self)
 
-    def error(self, out: Path) -> Stopped:
+    def error(self, out: Path | str) -> Stopped:
         """The error a run stopped by a stop signal ends with (exit 128 + the signal's number)."""
         assert self.signal is not None
         return Stopped(

@@ -20,7 +20,8 @@ has written its part). When Ray Train restarts the worker group after a failure
 output folder, drops newer local checkpoints that Ray never recorded, and resumes from it.
 
 Relative paths of the config resolve against the spec's folder inside the job's working dir (the
-worker's current folder on every node: RAY_CHDIR_TO_TRIAL_DIR is set to 0). The arguments override parameters as for
+worker's current folder on every node: RAY_CHDIR_TO_TRIAL_DIR is set to 0), which holds only the files the
+job reads (its data and DeepSpeed files; ftc/backends/ray.py); models and URIs are read where they are. The arguments override parameters as for
 `python -m ftc.runtime`. The run is named `<name>-<UTC time>` under storage_path, so a new job
 never picks up an old run's checkpoints; with checkpointing.resume_from_checkpoint it is named
 `<name>`, and a job submitted again resumes from that run's last checkpoint.

@@ -20,6 +20,10 @@ max_steps too unless it was trained with this run's values (a run that only has 
 write, e.g. after a preemption at the last step): resuming it would train nothing and return
 another run's model as this run's. A checkpoint without the file (written by an older ftc) is
 resumed with a warning; one whose file cannot be read is refused unless forced.
+
+A remote output_dir (s3://...) is the truth: `fetch_remote_checkpoint` makes the node's staging folder
+hold the newest checkpoint uploaded completely there (`.ftc_complete`, written after its files), and
+no checkpoint that is not, before the choice above is made.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-from ftc.runtime import preemption
+from ftc.contract import MODEL_FOLDER
+from ftc.runtime import preemption, storage
 from ftc.runtime.callbacks import CHECKPOINT, TRAINER_STATE, checkpoint_problem, checkpoints, last_good_checkpoint
 from ftc.runtime.config import RunConfig
 from ftc.runtime.errors import RuntimeUserError
@@ -246,6 +252,27 @@ def check_resumable(cfg: RunConfig, checkpoint: Path, world_size: int, is_main: 
         )
     if diffs and is_main:
         log.warning("%s: resuming it because checkpointing.%s is true", describe(checkpoint, diffs), FORCE_FLAG)
+
+
+def fetch_remote_checkpoint(cfg: RunConfig, folder: Path) -> None:
+    """Remote output_dir: download its newest complete checkpoint into `folder` (the staging folder's
+    pytorch_model_folder) unless it is there whole, and remove the local checkpoints not complete remotely
+    (cut uploads, another node's leftovers). One process per node does it; the others wait, then find it done."""
+    assert cfg.output_uri is not None
+    remote = f"{cfg.output_uri.rstrip('/')}/{MODEL_FOLDER}"
+    with storage.node_lock(folder.parent / ".ftc_checkpoints.lock"):
+        complete = {name: int(m.group(1)) for name in storage.complete_folders(remote) if (m := CHECKPOINT.match(name))}
+        for _, path in checkpoints(folder):
+            if path.name not in complete:
+                log.info("removing %s: it is not a complete checkpoint in %s", path, remote)
+                shutil.rmtree(path, ignore_errors=True)
+        if not complete:
+            return
+        newest = max(complete, key=complete.__getitem__)
+        if checkpoint_problem(folder / newest) is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            storage.download_folder(f"{remote}/{newest}", folder / newest)
+            log.info("downloaded %s/%s to %s", remote, newest, folder / newest)
 
 
 def checkpoint_to_resume(cfg: RunConfig, folder: Path, world_size: int, is_main: bool = True) -> Path | None:

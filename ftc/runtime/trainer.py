@@ -3,9 +3,15 @@
 Every task goes through `run`, in named phases: checks, data (the task reads its data), resume (the
 checkpoint to continue from), tracking (MLflow, W&B), model (the task builds model and datasets;
 freezing, LoRA), train (TrainingArguments, the Trainer, training), evaluate (before and after
-training, test data), save (the final model) and report (`metrics.json`, curves, the MLflow model,
-the summary). Outputs: `<output_dir>/pytorch_model_folder/` (final model, tokenizer, checkpoints),
-`metrics.json` and `ftc_runtime.log`. Only rank 0 writes outputs when several processes run.
+training, test data), save (the final model), report (`metrics.json`, curves, the MLflow model,
+the summary) and publish (a remote output_dir gets the outputs). Outputs: `<output_dir>/pytorch_model_folder/`
+(final model, tokenizer, checkpoints), `metrics.json` and `ftc_runtime.log`. Only rank 0 writes outputs when
+several processes run.
+
+A remote output_dir (s3://, gs://, abfs://: ftc.spec.uris) is staged in a local folder of the node
+(RunConfig.output_dir); each checkpoint is uploaded when it is saved (callbacks.UploadCheckpoints), the
+other outputs at the end (publish_outputs), and a resume downloads the newest complete checkpoint
+(resume.fetch_remote_checkpoint).
 """
 
 from __future__ import annotations
@@ -21,15 +27,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftc.contract import MODEL_FOLDER
-from ftc.runtime import disk, fsdp, preemption, zero
+from ftc.runtime import disk, fsdp, preemption, storage, zero
 from ftc.runtime.config import RunConfig
-from ftc.runtime.errors import RuntimeUserError, Stopped
+from ftc.runtime.errors import RuntimeUserError, Stopped, UsageError
 from ftc.runtime.logs import RunLogs, jsonable, log, train_log
 from ftc.runtime.tasks import Prepared, Task, get_task
 from ftc.runtime.training_args import (
     auto_precision,
     build_training_arguments,
     check_supported,
+    rows_of_max_steps,
     steps_per_epoch,
     use_cuda,
 )
@@ -66,6 +73,11 @@ class Training:
         return self.cfg.output_dir
 
     @property
+    def resume_at(self) -> str:
+        """The output folder a resume names: the remote one where outputs are uploaded, else `out`."""
+        return self.cfg.output_uri or str(self.out)
+
+    @property
     def checkpoints(self) -> Path:
         """TrainingArguments.output_dir: the checkpoints, and the final model next to them."""
         return Path(self.trainer.args.output_dir)
@@ -88,14 +100,17 @@ def run(cfg: RunConfig, callbacks: list[Any] | None = None) -> dict[str, float]:
         resume = find_checkpoint(cfg, world_size, is_main)
         tracking = start_tracking(cfg, is_main, resume is not None, on_failure)
         prepared = build_model(cfg, task, data)
-        training = build_trainer(cfg, prepared, tracking, rank, world_size, cuda, [*(callbacks or []), preempt.callback()])
+        extra = [*(callbacks or []), *_upload_callbacks(cfg), preempt.callback()]
+        training = build_trainer(cfg, prepared, tracking, rank, world_size, cuda, extra)
         initial = evaluate_before_training(training)
         train_metrics = train(training, resume, preempt)
         if train_metrics is None:
             return {}
         final, test = evaluate_after_training(training)
         saved = save_final_model(training)
-        return report(training, final, {**initial, **test, **train_metrics}, saved, started)
+        metrics = report(training, final, {**initial, **test, **train_metrics}, saved, started)
+        publish_outputs(cfg, is_main)
+        return metrics
 
 
 @contextmanager
@@ -143,6 +158,15 @@ def check(cfg: RunConfig) -> tuple[Task, bool]:
         log.info("precision auto: %s (%s)", "fp32" if chosen == "32" else chosen, why)
     if cfg.spec.deepspeed.apply_deepspeed:
         zero.deepspeed_env_defaults()
+    if cfg.output_uri is not None:
+        storage.check_usable(cfg.output_uri, "checkpointing.output_dir")
+        if int(os.environ.get("WORLD_SIZE", "1")) > int(os.environ.get("LOCAL_WORLD_SIZE", "1")) and (
+            cfg.spec.deepspeed.apply_deepspeed or cfg.spec.fsdp.enable_fsdp
+        ):
+            raise UsageError(  # lint rule FTC165
+                f"checkpointing.output_dir {cfg.output_uri!r}: DeepSpeed / FSDP checkpoints are sharded over the "
+                "nodes, and only the first node's are uploaded; use a folder every node sees, or one node"
+            )
     return task, cuda
 
 
@@ -158,6 +182,8 @@ def find_checkpoint(cfg: RunConfig, world_size: int, is_main: bool) -> str | Non
     from ftc.runtime import resume
 
     folder = cfg.output_dir / MODEL_FOLDER  # TrainingArguments.output_dir
+    if cfg.output_uri is not None:
+        resume.fetch_remote_checkpoint(cfg, folder)
     good = resume.checkpoint_to_resume(cfg, folder, world_size, is_main)  # refuses one trained with other values
     if good is None:
         log.info("no checkpoint to resume from in %s; starting from the model", folder)
@@ -205,7 +231,8 @@ def build_trainer(
     """Phase train, set-up: validation rows (max_eval_steps), TrainingArguments, the Trainer and its callbacks."""
     from ftc.runtime import hf_trainer
 
-    n_train = len(prepared.train_dataset)
+    train = prepared.train_dataset  # a streamed dataset (data.streaming) has no length: max_steps bound it
+    n_train = len(train) if hasattr(train, "__len__") else rows_of_max_steps(cfg, world_size)
     limit_validation_data(cfg, prepared, world_size)
     has_eval = prepared.eval_dataset is not None and len(prepared.eval_dataset) > 0
     per_epoch = steps_per_epoch(cfg, n_train, world_size)
@@ -247,14 +274,14 @@ def train(training: Training, resume: str | None, preempt: preemption.Preemption
 
     SIGTERM or SIGINT raise Stopped after the checkpoint of the step the signal came in; SLURM's
     requeue signal writes the marker the job script requeues on."""
-    trainer, out = training.trainer, training.out
-    with disk.writing("a checkpoint", training.checkpoints, out, training.checkpoints):
+    trainer = training.trainer
+    with disk.writing("a checkpoint", training.checkpoints, training.resume_at, training.checkpoints):
         result = trainer.train(resume_from_checkpoint=resume)
     if preempt.stopped:  # the checkpoint of the step the signal came in is written
         if training.tracking is not None:
             training.tracking.finish("KILLED")
         if not preempt.requeue:
-            raise preempt.error(out)  # SIGTERM, SIGINT: exit 128 + the signal
+            raise preempt.error(training.resume_at)  # SIGTERM, SIGINT: exit 128 + the signal
         preempt.finish()  # SLURM's requeue signal: the marker file tells the job script to requeue
         return None
     if preempt.pending is not None:
@@ -291,7 +318,7 @@ def save_final_model(training: Training) -> str:
         return NOT_SAVED
     from ftc.runtime.models import model_source
 
-    with disk.writing("the final model", folder, training.out, folder, final_model=True):
+    with disk.writing("the final model", folder, training.resume_at, folder, final_model=True):
         saved = _write_final_model(training, folder)
         if trainer.is_world_process_zero():
             info = {"task": cfg.task, "saved": saved, "base_model": model_source(cfg), **training.prepared.info}
@@ -341,6 +368,34 @@ def report(
         saved, training.checkpoints, out / METRICS_FILE, time.time() - started,
     )
     return metrics
+
+
+def publish_outputs(cfg: RunConfig, is_main: bool) -> None:
+    """Phase publish: a remote output_dir gets the final outputs from the staging folder (rank 0); the
+    checkpoints went up as they were saved (callbacks.UploadCheckpoints)."""
+    if cfg.output_uri is None or not is_main:
+        return
+    started = time.time()
+    files = storage.upload_folder(cfg.output_dir, cfg.output_uri, skip=_not_published)
+    log.info("uploaded %d output file(s) to %s in %.1f s", len(files), cfg.output_uri, time.time() - started)
+
+
+def _not_published(relative: Path) -> bool:
+    """Checkpoints (uploaded as saved), locks, and half-written folders stay out of the final upload."""
+    from ftc.runtime.callbacks import CHECKPOINT
+
+    parts = relative.parts
+    in_checkpoint = len(parts) > 2 and parts[0] == MODEL_FOLDER and CHECKPOINT.match(parts[1]) is not None
+    return in_checkpoint or any(p.startswith(".") for p in parts)
+
+
+def _upload_callbacks(cfg: RunConfig) -> list[Any]:
+    """With a remote output_dir, every saved checkpoint is uploaded (complete ones only, marker last)."""
+    if cfg.output_uri is None:
+        return []
+    from ftc.runtime.callbacks import UploadCheckpoints
+
+    return [UploadCheckpoints(f"{cfg.output_uri.rstrip('/')}/{MODEL_FOLDER}")]
 
 
 # --------------------------------------------------------------------------- outputs

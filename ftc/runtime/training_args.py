@@ -117,6 +117,12 @@ def steps_per_epoch(cfg: RunConfig, n_train: int, world_size: int = 1) -> int:
     return max(1, math.ceil(batches / tr.gradient_accumulation_steps))
 
 
+def rows_of_max_steps(cfg: RunConfig, world_size: int = 1) -> int:
+    """The training rows max_steps consume: the row count of a streamed dataset, which has no length."""
+    tr = cfg.spec.training
+    return tr.max_steps * tr.per_device_train_batch_size * max(1, world_size) * tr.gradient_accumulation_steps
+
+
 def num_epochs(cfg: RunConfig, per_epoch: int) -> int:
     """num_train_epochs, or enough epochs for min_update_steps (Anyscale) when the compiler derived so."""
     tr = cfg.spec.training

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -18,6 +19,8 @@ MAX_ROWS = 5000
 # What probing a path or reading a file can raise besides OSError: expanduser of an unknown
 # user (RuntimeError), a NUL byte in a name (ValueError), a deeply nested document (RecursionError).
 _UNREADABLE = (OSError, RuntimeError, ValueError, csv.Error)
+# A model given as a hub id (org/name) rather than a path or a URI.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 
 
 @dataclass
@@ -42,6 +45,11 @@ def local_path(base_dir: Path, value: str | None) -> Path | None:
         return path if path.exists() else None
     except _UNREADABLE:
         return None
+
+
+def looks_like_hub_id(value: str) -> bool:
+    """`name` or `org/name`, as a hub id is written (a local folder of that name may exist too: see local_path)."""
+    return bool(_HUB_ID.match(value)) and not value.startswith((".", "/", "~")) and "://" not in value
 
 
 def is_file(path: Path) -> bool:

@@ -72,7 +72,10 @@ class ModelSection(Section):
     model_selector_output: str = param(
         description=(
             "The model to finetune: a local folder with config, weights and tokenizer (the Azure ML "
-            "model selector output), or a Hugging Face hub id where a network is reachable."
+            "model selector output), an MLflow-format model folder (a file MLmodel at its top: Azure ML "
+            "registry models, ftc's mlflow_model_folder output), a storage URI (s3://, gs://, abfs://, az://; "
+            "credentials from env.secrets), or a Hugging Face hub id where a network is reachable. On ray a "
+            "local folder must be an absolute path every node sees: models never travel with a Ray job."
         ),
         name="model_selector_output",
         aliases=("path", "model_name", "model_id", "model_name_or_path", "pytorch_model_path", "huggingface_id"),
@@ -82,7 +85,8 @@ class ModelSection(Section):
         min_length=1,
     )
     tokenizer_name: str | None = param(
-        None, "Tokenizer folder or id when it differs from the model's (llama-recipes tokenizer_name)."
+        None,
+        "Tokenizer folder, storage URI or hub id when it differs from the model's (llama-recipes tokenizer_name).",
     )
     gguf_file: str | None = param(
         None, "File name of a GGUF model inside the model folder; loaded and dequantized by transformers."
@@ -185,6 +189,20 @@ class DataSection(Section):
     )
     preprocess_batch_size: int = param(
         1000, "Number of samples tokenized at a time.", name="preprocess_batch_size", aliases=("batch_size",), ge=1
+    )
+    preprocessing_num_workers: int | None = param(
+        None,
+        "Processes that tokenize the data (datasets' map num_proc); unset or 1 tokenizes in the training process. "
+        "The result is cached by fingerprint in the datasets cache (HF_DATASETS_CACHE), so a rerun skips it; "
+        "each node's first process tokenizes and the others read the cache.",
+        name="preprocessing_num_workers",
+        ge=1,
+    )
+    streaming: Flag = param(
+        False,
+        "Read the training data as a stream (datasets' IterableDataset) instead of preparing it on disk first, "
+        "for data larger than the disk; needs training.max_steps (a stream has no length). causal_lm only.",
+        tasks=LLM_TASKS,
     )
 
 

@@ -45,6 +45,10 @@ KUBERAY_FIXTURES = Path(__file__).parent / "fixtures" / "kuberay"
 PYTHON = sys.executable
 
 
+# MINIMAL with a model every node sees: the Ray job never uploads a model (a relative one is FTC413).
+NODE_MODEL = MINIMAL.replace("./models/tiny", "/models/tiny")
+
+
 def compile_ray(write_spec: Callable[..., Path], tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
     (folder,) = compile_spec(write_spec(text, name), ["ray"], tmp_path / "build")
     return folder
@@ -339,14 +343,14 @@ def test_lint_rules(write_spec: Callable[..., Path], text: str, rule: str, sever
 def test_rules_that_are_gone(write_spec: Callable[..., Path]) -> None:
     """env.vars references expand on the node (FTC408 is gone); a CPU job of 16 processes fits a pod (no FTC409)."""
     assert "FTC408" not in RayBackend.rules
-    spec = MINIMAL + "checkpointing: {output_dir: /shared/runs/tc}\nenv: {vars: {DATA: '${HOME}/data'}}\n"
+    spec = NODE_MODEL + "checkpointing: {output_dir: /shared/runs/tc}\nenv: {vars: {DATA: '${HOME}/data'}}\n"
     assert RayBackend().check(plan_for(write_spec, spec + "resources: {num_devices: 16, device: cpu}\n")) == []
     found = RayBackend().check(plan_for(write_spec, spec + "resources: {num_devices: 16, nodes: 2}\n"))
     assert found == []
 
 
 def test_clean_specs_have_no_findings(write_spec: Callable[..., Path]) -> None:
-    clean = MINIMAL + "checkpointing: {output_dir: /shared/runs/tc}\n"
+    clean = NODE_MODEL + "checkpointing: {output_dir: /shared/runs/tc}\n"
     for text in (
         clean,
         clean + "resources: {nodes: 2, processes_per_node: 8, accelerator_type: A100-80G}\n",
@@ -777,7 +781,7 @@ STEPS = EPOCHS * 8  # 240 rows / (batch 16 x 2 workers) = 8 optimizer steps per 
 TRAIN_SPEC = """\
 task: text_classification
 name: ray-tiny
-model: ./models/tiny
+model: {model}
 data:
   train_file_path: data/train.jsonl
   validation_file_path: data/validation.jsonl
@@ -823,15 +827,14 @@ def tiny_assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def make_project(root: Path, assets: tuple[Path, Path], max_failures: int = 0, epochs: int = EPOCHS) -> Path:
-    """A spec folder with the tiny model (a link: Ray's upload follows it) and data; outputs in root/out."""
+    """A spec folder with the data (it travels with the job) and the tiny model by its absolute path (models never
+    travel: the nodes read it where it is); outputs in root/out."""
     model, data = assets
-    (root / "models").mkdir(parents=True)
-    (root / "models" / "tiny").symlink_to(model, target_is_directory=True)
     shutil.copytree(data, root / "data")
     spec = root / "spec.yaml"
     spec.write_text(
         TRAIN_SPEC.format(
-            epochs=epochs, output_dir=json.dumps(str(root / "out")), secret=SECRET_NAME,
+            model=json.dumps(str(model)), epochs=epochs, output_dir=json.dumps(str(root / "out")), secret=SECRET_NAME,
             python=json.dumps(PYTHON), max_failures=max_failures,
         )
     )

@@ -115,7 +115,7 @@ def test_seeded_split_is_deterministic(tmp_path: Path) -> None:
     assert len(val) == 10 and len(train) == 40
     assert val.rows == again_val.rows and train.rows == again_train.rows
     assert val.rows != other_val.rows
-    assert sorted(r["text"] for r in train.rows + val.rows) == sorted(r["text"] for r in rows)
+    assert sorted(r["text"] for r in [*train.rows, *val.rows]) == sorted(r["text"] for r in rows)
     assert val.role == "validation"
 
 

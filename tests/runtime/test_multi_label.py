@@ -43,7 +43,7 @@ def multi_label_rows(n: int, seed: int) -> list[dict]:
 
 def _table(name: str, labels: list, role: str = "train") -> Table:
     rows = [{"text": "x", "label": v} for v in labels]
-    return Table(Path(name), rows, list(range(1, len(rows) + 1)), role)
+    return Table(Path(name), rows, role, "json", None, list(range(1, len(rows) + 1)))  # rows Arrow could not hold
 
 
 def _cfg(compile_config, project: Path, train: list[dict], validation: list[dict] | None = None):

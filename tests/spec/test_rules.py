@@ -109,11 +109,32 @@ CASES: dict[str, tuple[str, str]] = {
     "FTC151": (_ds("ds_micro64.json"), _ds("ds_auto.json")),
     "FTC152": (_ds("ds_typo.json"), _ds("ds_auto.json")),
     "FTC153": (_ds("ds_refused.json"), _ds("ds_auto.json")),
+    "FTC160": ("checkpointing:\n  output_dir: ftp://host/runs\n", "checkpointing:\n  output_dir: s3://bucket/runs\n"),
+    "FTC161": ("checkpointing:\n  output_dir: s3://bucket/runs\n", "checkpointing:\n  output_dir: gs://bucket/runs\n"),
+    "FTC162": (
+        "checkpointing:\n  output_dir: s3://bucket/runs\n",
+        "checkpointing:\n  output_dir: s3://bucket/runs\nenv:\n  secrets: [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY]\n",
+    ),
+    "FTC170": (
+        "data:\n  train_file_path: data/train.jsonl\n  validation_file_path: data/validation.jsonl\n  streaming: true\n",
+        "data:\n  train_file_path: data/train.jsonl\n  validation_file_path: data/validation.jsonl\n  streaming: true\n"
+        "training:\n  max_steps: 10\n",
+    ),
+    "FTC171": (
+        "data:\n  train_file_path: data/train.jsonl\n  validation_file_path: data/validation.jsonl\n  streaming: true\n",
+        "data:\n  train_file_path: data/train.jsonl\n  validation_file_path: data/validation.jsonl\n",
+    ),
+    "FTC165": (
+        "checkpointing:\n  output_dir: s3://bucket/runs\nfsdp:\n  enable_fsdp: true\nresources:\n  nodes: 2\n",
+        "checkpointing:\n  output_dir: s3://bucket/runs\nfsdp:\n  enable_fsdp: true\nresources:\n  nodes: 1\n",
+    ),
 }
 # Rules whose trigger needs a model family; the fixture model's config.json says which.
 FAMILY = {"FTC125": "xlnet", "FTC126": "mixtral", "FTC128": "phi", "FTC140": "llama"}
 # Rules of another task than MINIMAL's.
-TASK = {"FTC135": "causal_lm"}
+TASK = {"FTC135": "causal_lm", "FTC170": "causal_lm"}
+# Rules about a package missing where lint runs: the test hides it (the dev environment installs every one).
+HIDDEN_PACKAGE = {"FTC161": "s3fs"}
 
 
 def workspace(root: Path, family: str = "bert") -> None:
@@ -130,10 +151,20 @@ def workspace(root: Path, family: str = "bert") -> None:
         (root / name).write_text(config if isinstance(config, str) else json.dumps(config, indent=2))
 
 
+def hide_package(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make `importlib.util.find_spec(name)` say that package `name` is not installed."""
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda module, *a: None if module == name else find_spec(module, *a))
+
+
 @pytest.mark.parametrize("rule_id", sorted(CASES))
-def test_rule_fires_and_stays_quiet(rule_id: str, write_spec: Callable[..., Path], tmp_path: Path) -> None:
+def test_rule_fires_and_stays_quiet(
+    rule_id: str, write_spec: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if rule_id == "FTC153" and importlib.util.find_spec("deepspeed") is None:
         pytest.skip("FTC153 asks DeepSpeed itself: deepspeed is not installed")
+    if rule_id in HIDDEN_PACKAGE:
+        hide_package(monkeypatch, HIDDEN_PACKAGE[rule_id])
     trigger, quiet = CASES[rule_id]
     family = FAMILY.get(rule_id, "bert")
     workspace(tmp_path, family)

@@ -28,7 +28,16 @@ assistant's turns only: labels are -100 everywhere else. The assistant tokens ar
 
 Length: samples longer than data.max_seq_length tokens (alias context_length; default 4096, or the
 model's maximum when smaller; -1: the model's maximum) are cut at the end, with a warning that
-counts them; a conversation left without an assistant token is dropped, with a warning.
+counts them; a conversation left without an assistant token is dropped, with a warning. A text (or
+a message's content) is first cut to ftc.runtime.data.char_bound characters, far more than
+max_seq_length tokens cover, so a huge row costs bounded memory and a row under the limit keeps its
+ids. Tokenizing is a `Dataset.map` cached by fingerprint (ftc.runtime.data.map_rows), in
+data.preprocessing_num_workers processes.
+
+Streaming (data.streaming, with training.max_steps): the training file is read as an
+IterableDataset, tokenized and packed batch by batch (data.preprocess_batch_size rows, best fit
+within the batch) as training reads it; a bad row stops training with a DataError naming its line.
+The validation file (required) and the test file are prepared whole.
 
 Batching (data.batching_strategy):
 - packing (the default): whole samples are packed, best fit decreasing, into rows of at most
@@ -61,7 +70,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from ftc.runtime.config import RunConfig
-from ftc.runtime.data import Table, spec_data_paths, read_table, require_columns, seeded_split
+from ftc.runtime.data import (
+    RowError,
+    Table,
+    char_bound,
+    map_rows,
+    read_table,
+    require_columns,
+    seeded_split,
+    spec_data_paths,
+    stream_table,
+    warn_cut,
+)
 from ftc.runtime.errors import DataError, RuntimeUserError
 from ftc.runtime.tasks import Prepared
 from ftc.runtime.tasks.seq2seq import texts
@@ -85,6 +105,7 @@ class LMTable:
 
     table: Table
     format: str
+    streamed: bool = False  # a stream (data.streaming): an IterableDataset, read as training goes
 
     def __len__(self) -> int:
         return len(self.table)
@@ -98,24 +119,26 @@ class LMData:
     split_from_train: bool = False
 
 
-def table_format(table: Table, cfg: RunConfig) -> str:
-    """CHAT or TEXT, from the columns of the first row; DataError when it has neither."""
+def table_format(table: Table, cfg: RunConfig, first: dict[str, Any] | None = None) -> str:
+    """CHAT or TEXT, from the columns of the first row (`first`, else read from the table); DataError when it
+    has neither."""
     d = cfg.spec.data
-    first = table.rows[0]
-    if d.messages_key in first:
+    first = table.rows[0] if first is None else first
+    if first.get(d.messages_key) is not None:
         return CHAT
-    if d.text_key in first:
+    if first.get(d.text_key) is not None:
         return TEXT
-    known = ", ".join(repr(k) for k in first) or "none"
+    known = ", ".join(repr(k) for k, v in first.items() if v is not None) or "none"
     raise DataError(
         f"{table.role} data file {table.where(0)}: missing column {d.messages_key!r} (chat messages) or "
         f"{d.text_key!r} (text) (columns: {known})"
     )
 
 
-def conversation(table: Table, i: int, key: str) -> list[dict[str, str]]:
-    """Row i's messages: a non-empty list of {role, content} texts with an assistant turn."""
-    value = table.rows[i][key]
+def conversation(table: Table, i: int, key: str, value: Any = None) -> list[dict[str, str]]:
+    """Row i's messages (`value`, else read from the table): a non-empty list of {role, content} texts with an
+    assistant turn."""
+    value = table.rows[i][key] if value is None else value
     where = f"{table.role} data file {table.where(i)}: column {key!r}"
     if not isinstance(value, list) or not value:
         what = "an empty list" if isinstance(value, list) else type(value).__name__
@@ -137,8 +160,8 @@ def check_table(table: Table, cfg: RunConfig) -> LMTable:
     key = cfg.spec.data.messages_key if fmt == CHAT else cfg.spec.data.text_key
     require_columns(table, [key])
     if fmt == CHAT:
-        for i in range(len(table)):
-            conversation(table, i, key)
+        for i, value in enumerate(table.column(key)):
+            conversation(table, i, key, value)
     else:
         texts(table, key, "text")
     return LMTable(table, fmt)
@@ -199,7 +222,7 @@ class _Encoder:
     """Tokenizes data tables into samples of at most `length` tokens; warns about what was cut or dropped."""
 
     def __init__(self, cfg: RunConfig, tokenizer: Any, length: int) -> None:
-        self.tokenizer, self.length = tokenizer, length
+        self.cfg, self.tokenizer, self.length = cfg, tokenizer, length
         self.keys = {CHAT: cfg.spec.data.messages_key, TEXT: cfg.spec.data.text_key}
         self.tagged: bool | None = None  # whether the chat template has generation tags, once checked
 
@@ -219,28 +242,39 @@ class _Encoder:
             log.info("chat data: the loss is on the assistant's tokens, found by %s", how)
         return self.tagged
 
-    def _encode(self, data: LMTable) -> list[Sample]:
-        table, key = data.table, self.keys[data.format]
+    def _encode(self, data: LMTable) -> Any:
+        """The table's samples as a Dataset (input_ids, labels cut to `length`; long: whether they were cut)."""
+        key = self.keys[data.format]
+        tagged = self._chat_tagged() if data.format == CHAT else False
+        encode = _Encode(self.tokenizer, key, data.format, tagged, self.length)
         if data.format == TEXT:
-            return [encode_text(self.tokenizer, text) for text in texts(table, key, "text")]
-        tagged = self._chat_tagged()
-        samples = []
-        for i, row in enumerate(table.rows):
-            try:
-                samples.append(encode_chat(self.tokenizer, row[key], tagged))
-            except Exception as exc:  # the template's own errors (roles must alternate, ...)
-                raise DataError(f"{table.role} data file {table.where(i)}: cannot render the chat: {exc}") from None
-        return samples
+            warn_cut(data.table, [key], encode.bound, self.length)
+        return map_rows(data.table, encode, self.cfg, "tokenizing")
+
+    def stream(self, data: LMTable, packed: bool) -> Any:
+        """A stream's training rows (an IterableDataset): each batch of data.preprocess_batch_size rows
+        tokenized, cut and packed (best fit within the batch) or left one sample a row, as it is read."""
+        key = self.keys[data.format]
+        tagged = self._chat_tagged() if data.format == CHAT else False
+        encode = _Encode(self.tokenizer, key, data.format, tagged, self.length)
+        log.info(
+            "%s data file %s: streamed; samples longer than %d tokens are truncated and samples with nothing to "
+            "learn dropped as they are read (not counted in advance)", data.table.role, data.table.path, self.length,
+        )
+        rows = _StreamRows(encode, data.table, packed, self.length)
+        return data.table.dataset.select_columns([key]).map(
+            rows, batched=True, with_indices=True, batch_size=self.cfg.spec.data.preprocess_batch_size, remove_columns=[key]
+        )
 
     def __call__(self, data: LMTable) -> list[Sample]:
         where = f"{data.table.role} data file {data.table.path}"
-        samples, cut = [], 0
-        for ids, labels in self._encode(data):
-            if len(ids) > self.length:
-                cut += 1
-                ids, labels = ids[: self.length], labels[: self.length]
-            if any(t != IGNORE for t in labels[1:]):  # the first token is never predicted
-                samples.append((ids, labels))
+        encoded = self._encode(data)
+        cut = sum(encoded["long"])
+        samples = [
+            (ids, labels)
+            for ids, labels in zip(encoded["input_ids"], encoded["labels"])
+            if any(t != IGNORE for t in labels[1:])  # the first token is never predicted
+        ]
         if cut:
             log.warning(
                 "%s: %d of %d samples are longer than %d tokens (data.max_seq_length) and were truncated",
@@ -254,6 +288,51 @@ class _Encoder:
         if not samples:
             raise DataError(f"{where}: no sample has a token to learn within {self.length} tokens")
         return samples
+
+
+class _Encode:
+    """The map function: each row's sample cut to `length` tokens, its text (or each message's content) first
+    cut to `bound` characters (data.char_bound) so a huge row costs bounded memory."""
+
+    def __init__(self, tokenizer: Any, key: str, fmt: str, tagged: bool, length: int) -> None:
+        self.tokenizer, self.key, self.format, self.tagged, self.length = tokenizer, key, fmt, tagged, length
+        self.bound = char_bound(tokenizer, length)
+
+    def _sample(self, value: Any, index: int) -> Sample:
+        if self.format == TEXT:
+            if not isinstance(value, str) or not value:  # checked before, except in a stream
+                raise RowError(index, f"text column {self.key!r} must hold text, not {value!r:.40}")
+            return encode_text(self.tokenizer, value[: self.bound])
+        try:
+            messages = [{**m, "content": m["content"][: self.bound]} for m in value]
+            return encode_chat(self.tokenizer, messages, self.tagged)
+        except Exception as exc:  # the template's own errors (roles must alternate, ...)
+            raise RowError(index, f"cannot render the chat: {exc}") from None
+
+    def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "long": []}
+        for value, index in zip(batch[self.key], indices):
+            ids, labels = self._sample(value, index)
+            out["input_ids"].append(ids[: self.length])
+            out["labels"].append(labels[: self.length])
+            out["long"].append(len(ids) > self.length)
+        return out
+
+
+class _StreamRows:
+    """The map function of a stream: a batch of rows to packed (or padded) training rows; a bad row is a
+    DataError at its file:line (the stream stops there)."""
+
+    def __init__(self, encode: _Encode, table: Table, packed: bool, length: int) -> None:
+        self.encode, self.table, self.packed, self.length = encode, table, packed, length
+
+    def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        try:
+            out = self.encode(batch, indices)
+        except RowError as err:
+            raise DataError(f"{self.table.role} data file {self.table.where(err.index)}: {err.message}") from None
+        samples = [(ids, labels) for ids, labels in zip(out["input_ids"], out["labels"]) if any(t != IGNORE for t in labels[1:])]
+        return packed_columns(samples, self.length) if self.packed else padded_columns(samples)
 
 
 # --------------------------------------------------------------------------- packing and batches
@@ -379,6 +458,8 @@ class CausalLM:
     def load_data(self, cfg: RunConfig) -> LMData:
         d = cfg.spec.data
         paths = spec_data_paths(cfg)
+        if d.streaming:
+            return self._load_stream(cfg, paths)
         train = check_table(read_table(paths["train"], "train"), cfg)
         validation = check_table(read_table(paths["validation"], "validation"), cfg) if "validation" in paths else None
         test = check_table(read_table(paths["test"], "test"), cfg) if "test" in paths else None
@@ -392,6 +473,27 @@ class CausalLM:
             )
         return LMData(train, validation, test, split)
 
+    def _load_stream(self, cfg: RunConfig, paths: dict[str, Any]) -> LMData:
+        """data.streaming: the training file as a stream (its first row read for the format), the validation and
+        test files read and checked whole."""
+        if cfg.spec.training.max_steps <= 0:
+            raise RuntimeUserError(
+                "data.streaming: a stream has no length, so epochs cannot be counted; set training.max_steps "
+                "(or turn streaming off)"
+            )
+        if "validation" not in paths:
+            raise RuntimeUserError(
+                "data.streaming: validation rows cannot be held out of a stream; give data.validation_file_path"
+            )
+        stream = stream_table(paths["train"], "train")
+        first = next(iter(stream.dataset), None)
+        if first is None:
+            raise DataError(f"train data file {stream.path} has no rows")
+        train = LMTable(stream, table_format(stream, cfg, first), streamed=True)
+        validation = check_table(read_table(paths["validation"], "validation"), cfg)
+        test = check_table(read_table(paths["test"], "test"), cfg) if "test" in paths else None
+        return LMData(train, validation, test)
+
     def prepare(self, cfg: RunConfig, data: LMData) -> Prepared:
         from transformers import AutoModelForCausalLM
 
@@ -402,10 +504,12 @@ class CausalLM:
         ensure_pad_token(tokenizer, model)
         length = max_length(cfg, tokenizer, model.config, task_default=LLM_MAX_SEQ_LENGTH)
         encode = _Encoder(cfg, tokenizer, length)
+        strategy, flatten = batching(cfg, model)
+        if data.train.streamed:
+            return self._prepared(cfg, model, tokenizer, data, encode, strategy, flatten, length)
         splits = {"train": encode(data.train), "validation": encode(data.validation)}
         if data.test is not None:
             splits["test"] = encode(data.test)
-        strategy, flatten = batching(cfg, model)
         datasets = {name: self._dataset(samples, strategy, length) for name, samples in splits.items()}
         train = datasets["train"]
         tokens = sum(len(ids) for ids, _ in splits["train"])
@@ -436,6 +540,27 @@ class CausalLM:
                 "train_tokens": tokens,
                 "train_rows": len(train),
             },
+        )
+
+    def _prepared(
+        self, cfg: RunConfig, model: Any, tokenizer: Any, data: LMData, encode: _Encoder, strategy: str, flatten: bool, length: int
+    ) -> Prepared:
+        """What a streamed run trains on: the training stream, the validation (and test) data prepared whole."""
+        evaluation = {"validation": data.validation, **({"test": data.test} if data.test is not None else {})}
+        datasets = {name: self._dataset(encode(table), strategy, length) for name, table in evaluation.items()}
+        pad_to = length if cfg.spec.data.pad_to_max_length else None
+        return Prepared(
+            model=model,
+            tokenizer=tokenizer,
+            train_dataset=encode.stream(data.train, strategy == "packing"),
+            eval_dataset=datasets["validation"],
+            test_dataset=datasets.get("test"),
+            data_collator=LMCollator(tokenizer.pad_token_id, strategy == "packing", flatten, pad_to),
+            compute_metrics=None,
+            peft_task_type="CAUSAL_LM",
+            headline_metric="perplexity",
+            loss_uses_num_items=True,
+            info={"max_seq_length": length, "batching_strategy": strategy, "data_format": data.train.format, "streaming": True},
         )
 
     @staticmethod

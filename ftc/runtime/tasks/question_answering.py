@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ftc.runtime.config import RunConfig
-from ftc.runtime.data import Table, spec_data_paths, read_table, require_columns, seeded_split
+from ftc.runtime.data import Table, read_table, refuse_streaming, require_columns, seeded_split, spec_data_paths
 from ftc.runtime.errors import DataError, RuntimeUserError
 from ftc.runtime.tasks import Prepared
 
@@ -348,6 +348,7 @@ class QuestionAnswering:
     name = "question_answering"
 
     def load_data(self, cfg: RunConfig) -> QAData:
+        refuse_streaming(cfg, "question_answering")
         d = cfg.spec.data
         paths = spec_data_paths(cfg)
         table = read_table(paths["train"], "train")

@@ -55,7 +55,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from ftc.runtime.config import RunConfig
-from ftc.runtime.data import Table, spec_data_paths, read_table, require_columns, seeded_split
+from ftc.runtime.data import (
+    Table,
+    char_bound,
+    map_rows,
+    read_table,
+    refuse_streaming,
+    require_columns,
+    seeded_split,
+    spec_data_paths,
+    warn_cut,
+)
 from ftc.runtime.errors import DataError, RuntimeUserError
 from ftc.runtime.tasks import Prepared
 
@@ -174,8 +184,7 @@ class Seq2SeqData:
 def texts(table: Table, key: str, what: str) -> list[str]:
     """The column `key` as text; DataError naming the file and line for non-text or empty values."""
     out = []
-    for i, row in enumerate(table.rows):
-        value = row[key]
+    for i, value in enumerate(table.column(key)):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)
         if not isinstance(value, str):
@@ -333,6 +342,7 @@ class Seq2SeqTask:
         texts(table, d.target_key, "target")
 
     def load_data(self, cfg: RunConfig) -> Seq2SeqData:
+        refuse_streaming(cfg, self.name)
         d = cfg.spec.data
         paths = spec_data_paths(cfg)
         train = self._table(paths["train"], "train", cfg)
@@ -412,51 +422,58 @@ class Seq2SeqTask:
 
 
 class _Encoder:
-    """Tokenizes a table into input_ids, attention_mask and labels (padding -100); tracks the longest target."""
+    """Tokenizes a table into input_ids, attention_mask and labels (padding -100) through a cached
+    `Dataset.map` (see ftc.runtime.data.map_rows); tracks the longest target."""
 
     def __init__(self, cfg: RunConfig, tokenizer: Any, prefix: str, length: int) -> None:
         d = cfg.spec.data
-        self.source_key, self.target_key = d.source_key, d.target_key
-        self.tokenizer, self.prefix, self.length = tokenizer, prefix, length
-        self.pad = d.pad_to_max_length
-        self.batch = d.preprocess_batch_size
+        self.cfg, self.source_key, self.target_key, self.length = cfg, d.source_key, d.target_key, length
+        self.tokenize = _Tokenize(tokenizer, prefix, d.source_key, d.target_key, length, d.pad_to_max_length)
         self.longest_target = 0
 
-    def _tokenize(self, values: list[str], target: bool) -> tuple[list[Any], dict[str, list[Any]], int]:
-        """Token ids of `values` (targets in the tokenizer's target mode), truncated; how many were cut."""
-        columns: dict[str, list[Any]] = {}
-        cut = 0
-        padding = "max_length" if self.pad else False
-        for start in range(0, len(values), self.batch):
-            chunk = values[start : start + self.batch]
-            kwargs = {"text_target": chunk} if target else {"text": chunk}
-            full = self.tokenizer(**kwargs, truncation=False)["input_ids"]
-            too_long = [i for i, ids in enumerate(full) if len(ids) > self.length]
-            cut += len(too_long)
-            enc = self.tokenizer(**kwargs, truncation=True, max_length=self.length, padding=padding)
-            for k, v in enc.items():
-                columns.setdefault(k, []).extend(v)
-        return columns["input_ids"], columns, cut
-
     def __call__(self, table: Table) -> Any:
-        from datasets import Dataset
-
-        sources = [self.prefix + s for s in texts(table, self.source_key, "source")]
-        targets = texts(table, self.target_key, "target")
-        _, columns, cut_sources = self._tokenize(sources, target=False)
-        labels, _, cut_targets = self._tokenize(targets, target=True)
-        pad_id = self.tokenizer.pad_token_id
-        if self.pad:
-            labels = [[t if t != pad_id else -100 for t in row] for row in labels]
-        self.longest_target = max([self.longest_target, *(sum(t != -100 for t in row) for row in labels)])
-        for n, what in ((cut_sources, "sources"), (cut_targets, "targets")):
-            if n:
+        warn_cut(table, [self.source_key, self.target_key], self.tokenize.bound, self.length)
+        dataset = map_rows(table, self.tokenize, self.cfg, "tokenizing")
+        for what in ("sources", "targets"):
+            if n := sum(dataset[f"long_{what}"]):
                 log.warning(
                     "%s data file %s: %d of %d %s are longer than %d tokens (data.max_seq_length) and were truncated",
                     table.role, table.path, n, len(table), what, self.length,
                 )
-        columns["labels"] = labels
-        return Dataset.from_dict(columns)
+        self.longest_target = max(self.longest_target, *dataset["target_tokens"])
+        return dataset.remove_columns(["long_sources", "long_targets", "target_tokens"])
+
+
+class _Tokenize:
+    """The map function: sources (with the prefix) and targets cut to `bound` characters (data.char_bound), then
+    tokenized with truncation; whether each was longer than `length` tokens, and each target's token count."""
+
+    def __init__(self, tokenizer: Any, prefix: str, source_key: str, target_key: str, length: int, pad: bool) -> None:
+        self.tokenizer, self.prefix, self.source_key, self.target_key = tokenizer, prefix, source_key, target_key
+        self.length, self.pad = length, pad
+        self.bound = char_bound(tokenizer, length)
+
+    def _encode(self, values: list[str], target: bool) -> tuple[dict[str, list[Any]], list[bool]]:
+        """The truncated encoding, and whether each value has more than `length` tokens (its encoding truncated
+        at length + 1 is longer than length)."""
+        kwargs = {"text_target": values} if target else {"text": values}
+        longer = self.tokenizer(**kwargs, truncation=True, max_length=self.length + 1)["input_ids"]
+        padding = "max_length" if self.pad else False
+        enc = self.tokenizer(**kwargs, truncation=True, max_length=self.length, padding=padding)
+        return dict(enc), [len(ids) > self.length for ids in longer]
+
+    def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        sources = [self.prefix + str(v)[: self.bound] for v in batch[self.source_key]]
+        targets = [str(v)[: self.bound] for v in batch[self.target_key]]
+        columns, long_sources = self._encode(sources, target=False)
+        target_enc, long_targets = self._encode(targets, target=True)
+        labels = target_enc["input_ids"]
+        if self.pad:
+            pad_id = self.tokenizer.pad_token_id
+            labels = [[t if t != pad_id else -100 for t in row] for row in labels]
+        columns.update(labels=labels, long_sources=long_sources, long_targets=long_targets)
+        columns["target_tokens"] = [sum(t != -100 for t in row) for row in labels]
+        return columns
 
 
 TRANSLATION = Seq2SeqTask("translation")

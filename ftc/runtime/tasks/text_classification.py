@@ -27,7 +27,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from ftc.runtime.config import RunConfig
-from ftc.runtime.data import Table, spec_data_paths, read_table, require_columns, seeded_split
+from ftc.runtime.data import (
+    Table,
+    char_bound,
+    map_rows,
+    read_table,
+    refuse_streaming,
+    require_columns,
+    seeded_split,
+    spec_data_paths,
+    warn_cut,
+)
 from ftc.runtime.errors import DataError
 from ftc.runtime.tasks import Prepared
 
@@ -82,7 +92,7 @@ def label_list(value: Any, table: Table, row: int, key: str) -> list[Any] | None
         return value
     if hasattr(value, "tolist") and getattr(value, "ndim", 0) == 1:
         return list(value.tolist())
-    if isinstance(value, str) and table.path.suffix.lower() in _LIST_TEXT_FORMATS:
+    if isinstance(value, str) and table.suffix in _LIST_TEXT_FORMATS:
         text = value.strip()
         if text.startswith("[") and text.endswith("]"):
             try:
@@ -102,8 +112,8 @@ def row_labels(table: Table, key: str, multi: bool | None = None) -> tuple[bool,
     """
     like = "the training labels" if multi is not None else f"the label in {table.where(0)}"
     out: list[Any] = []
-    for i, row in enumerate(table.rows):
-        items = label_list(row[key], table, i, key)
+    for i, value in enumerate(table.column(key)):
+        items = label_list(value, table, i, key)
         if multi is None:
             multi = items is not None
         if (items is not None) != multi:
@@ -113,7 +123,7 @@ def row_labels(table: Table, key: str, multi: bool | None = None) -> tuple[bool,
                 "a data set's labels are all lists (multi-label) or all single labels"
             )
         if items is None:
-            out.append(canonical_label(row[key], table, i, key))
+            out.append(canonical_label(value, table, i, key))
         else:
             out.append(frozenset(canonical_label(v, table, i, key) for v in items))
     return bool(multi), out
@@ -135,8 +145,7 @@ def _sorted_labels(values: set[int | str]) -> list[int | str]:
 
 def _texts(table: Table, key: str) -> list[str]:
     out = []
-    for i, row in enumerate(table.rows):
-        value = row[key]
+    for i, value in enumerate(table.column(key)):
         if isinstance(value, str):
             out.append(value)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -156,6 +165,7 @@ class TextClassification:
         return [d.sentence1_key, *([d.sentence2_key] if d.sentence2_key else []), d.label_key]
 
     def load_data(self, cfg: RunConfig) -> ClassificationData:
+        refuse_streaming(cfg, "text_classification")
         d = cfg.spec.data
         paths = spec_data_paths(cfg)
         columns = self.columns(cfg)
@@ -250,37 +260,37 @@ class TextClassification:
 
 
 class _Encoder:
-    """Tokenizes a table into a datasets.Dataset of input_ids, attention_mask (...) and labels.
+    """Tokenizes a table into a datasets.Dataset of input_ids, attention_mask (...) and labels, through a
+    cached `Dataset.map` (see ftc.runtime.data.map_rows).
 
     labels: class ids (single-label) or float multi-hot vectors (multi-label).
     """
 
     def __init__(self, cfg: RunConfig, tokenizer: Any, label2id: dict[str, int], length: int, multi: bool = False) -> None:
         d = cfg.spec.data
-        self.key1, self.key2, self.label_key = d.sentence1_key, d.sentence2_key, d.label_key
-        self.tokenizer, self.label2id, self.length, self.multi = tokenizer, label2id, length, multi
-        self.padding = "max_length" if d.pad_to_max_length else False
-        self.batch = d.preprocess_batch_size
+        self.cfg, self.label_key, self.label2id, self.multi = cfg, d.label_key, label2id, multi
+        self.keys = [d.sentence1_key, *([d.sentence2_key] if d.sentence2_key else [])]
+        self.tokenize = _Tokenize(tokenizer, self.keys, length, "max_length" if d.pad_to_max_length else False)
 
     def __call__(self, table: Table) -> Any:
-        from datasets import Dataset
-
-        first = _texts(table, self.key1)
-        second = _texts(table, self.key2) if self.key2 else None
-        columns: dict[str, list[Any]] = {}
-        for start in range(0, len(first), self.batch):
-            args = [first[start : start + self.batch]]
-            if second is not None:
-                args.append(second[start : start + self.batch])
-            enc = self.tokenizer(*args, truncation=True, max_length=self.length, padding=self.padding)
-            for k, v in enc.items():
-                columns.setdefault(k, []).extend(v)
+        warn_cut(table, self.keys, self.tokenize.bound, self.tokenize.length)
+        dataset = map_rows(table, self.tokenize, self.cfg, "tokenizing")
         labels = row_labels(table, self.label_key, self.multi)[1]
         if self.multi:
-            columns["labels"] = [multi_hot(v, self.label2id) for v in labels]
-        else:
-            columns["labels"] = [self.label2id[str(v)] for v in labels]
-        return Dataset.from_dict(columns)
+            return dataset.add_column("labels", [multi_hot(v, self.label2id) for v in labels])
+        return dataset.add_column("labels", [self.label2id[str(v)] for v in labels])
+
+
+class _Tokenize:
+    """The map function: texts cut to `bound` characters (data.char_bound), tokenized with truncation."""
+
+    def __init__(self, tokenizer: Any, keys: list[str], length: int, padding: Any) -> None:
+        self.tokenizer, self.keys, self.length, self.padding = tokenizer, keys, length, padding
+        self.bound = char_bound(tokenizer, length)
+
+    def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        args = [[str(v)[: self.bound] for v in batch[key]] for key in self.keys]
+        return dict(self.tokenizer(*args, truncation=True, max_length=self.length, padding=self.padding))
 
 
 def _logits(eval_pred: Any) -> Any:

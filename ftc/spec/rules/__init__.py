@@ -2,13 +2,13 @@
 
 Each rule has a stable id, a severity and a one-line doc; `ftc lint` runs them all, `ftc compile`
 refuses a spec with an error-severity finding. A spec silences a rule with `lint.ignore`. The rules
-are registered by topic (training, lora, deepspeed, fsdp, data, paths, env, resources) in the one registry of
+are registered by topic (training, lora, deepspeed, fsdp, data, paths, storage, env, resources) in the one registry of
 `registry`, which the targets' rules use too.
 """
 
 from __future__ import annotations
 
-from ftc.spec.rules import data, deepspeed, env, fsdp, lora, paths, resources, training  # noqa: F401  (they register)
+from ftc.spec.rules import data, deepspeed, env, fsdp, lora, paths, resources, storage, training  # noqa: F401  (they register)
 from ftc.spec.rules.data import HUGE_CONTEXT
 from ftc.spec.rules.fsdp import hsdp_problem
 from ftc.spec.rules.registry import (

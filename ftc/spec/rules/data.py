@@ -132,3 +132,22 @@ def _task_columns(r: Resolved) -> list[tuple[str, str]]:
         "causal_lm": [],
     }[r.spec.task]
     return [(k, getattr(d, k)) for k in keys if getattr(d, k)]
+
+
+@rule("FTC170", "error", "streaming data without training.max_steps")
+def _streaming_needs_max_steps(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    """data.streaming reads the training data as a stream, which has no length: the Trainer cannot count the
+    steps of an epoch, so the run must say how many steps to train (training.max_steps > 0)."""
+    if r.spec.data.streaming and r.spec.training.max_steps <= 0:
+        yield ("data", "streaming"), (
+            "a stream has no length, so epochs cannot be counted: set training.max_steps (e.g. 1000) "
+            "or turn streaming off"
+        )
+
+
+@rule("FTC171", "error", "streaming data for a task that cannot stream")
+def _streaming_task(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    """Only causal_lm streams its training data: the other tasks need the whole training file first (label
+    sets, held-out validation rows, answer spans)."""
+    if r.spec.data.streaming and r.spec.task not in LLM_TASKS:
+        yield ("data", "streaming"), f"task {r.spec.task} does not stream its data; only causal_lm does: turn streaming off"

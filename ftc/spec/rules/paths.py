@@ -1,4 +1,8 @@
-"""FTC120: relative paths stay inside the spec's folder, through `..` or through symlinks."""
+"""FTC120: relative paths stay inside the spec's folder, through `..` or through symlinks; the spec's location keys.
+
+Every key here names a location: a local path, or a URI (`s3://...`, see ftc.spec.uris) that the path rules skip
+and the storage rules (FTC160-FTC162) check.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftc.spec.rules.registry import KeyPath, rule
+from ftc.spec.uris import AZUREML_SCHEME, is_uri
 
 if TYPE_CHECKING:
     from ftc.spec.resolved import Resolved
@@ -39,9 +44,9 @@ def _path_outside(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
     Allow one with lint.ignore and a reason."""
     spec_folder = r.doc.base_dir
     model_folder = spec_folder / r.spec.model.model_selector_output
-    for key, value in _path_values(r):
+    for key, value in location_values(r):
         gguf = key == ("model", "gguf_file")
-        if _is_relative_path(value) and _climbs_out(model_folder if gguf else spec_folder, value):
+        if is_relative_path(value) and _climbs_out(model_folder if gguf else spec_folder, value):
             where = "the model folder" if gguf else "the spec's folder"
             yield key, f"{value!r} leads outside {where}; move it, use an absolute path, or allow it in lint.ignore"
 
@@ -55,7 +60,8 @@ def _path_keys(r: Resolved) -> Iterator[KeyPath]:
             yield ("targets", name, option)
 
 
-def _path_values(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+def location_values(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
+    """(key, value) of every location the spec gives (a path or a URI), in key order."""
     for key in _path_keys(r):
         value: Any = r.spec
         for name in key:
@@ -64,8 +70,16 @@ def _path_values(r: Resolved) -> Iterator[tuple[KeyPath, str]]:
             yield key, value
 
 
-def _is_relative_path(value: str) -> bool:
-    return bool(value) and "://" not in value and not value.startswith("~") and not os.path.isabs(value)
+def is_azureml_asset(value: str) -> bool:
+    """`azureml://...` or Azure ML's short form `azureml:<name>:<version>`: an asset only Azure ML jobs can read."""
+    return value.lower().startswith(f"{AZUREML_SCHEME}:")
+
+
+def is_relative_path(value: str) -> bool:
+    """A local path relative to the spec's folder: not a URI, an Azure ML asset, `~/...` or an absolute path."""
+    if not value or is_uri(value) or is_azureml_asset(value):
+        return False
+    return not value.startswith("~") and not os.path.isabs(value)
 
 
 def _climbs_out(folder: Path, value: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 from types import SimpleNamespace
@@ -271,6 +272,92 @@ def test_the_served_model_answers_from_the_chunk_that_holds_the_answer(tokenizer
     served.config = {"max_seq_length": 32, "doc_stride": 8, "max_answer_length": 4, "null_answers": True}
     got = served.predict(None, {"question": row["question"], "context": row["context"]})
     assert list(got["answer"]) == row["answers"]["text"]
+
+
+# --------------------------------------------------------------------------- chunks through the datasets cache
+
+
+def _chunks(prepared) -> dict[str, tuple]:  # noqa: ANN001 - a Prepared
+    """Each split's model inputs, and the chunks' examples, offsets and no-answer positions (validation, test)."""
+    out = {}
+    for split, metrics in (("eval", prepared.compute_metrics), ("test", prepared.test_compute_metrics)):
+        f = metrics.features
+        out[split] = (f.dataset.to_dict(), f.example_index, f.offsets, f.cls_index)
+    out["train"] = (prepared.train_dataset.to_dict(),)
+    return out
+
+
+def _map_files(dataset) -> set[str]:  # noqa: ANN001 - a datasets.Dataset
+    return {f["filename"] for f in dataset.cache_files if Path(f["filename"]).name.startswith("cache-")}
+
+
+def test_a_second_prepare_reads_the_chunks_from_the_cache(
+    compile_config, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The chunks come from a `Dataset.map` cached by fingerprint: preparing the same files again (a rerun, the
+    next process of a node) reads them from datasets' cache and tokenizes nothing; they are the chunks of the
+    examples chunked in memory, and worker processes (data.preprocessing_num_workers) make the same ones."""
+    from ftc.runtime.config import load_config
+    from ftc.runtime.tasks import get_task
+
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+    chunked: list[int] = []
+    encode = Chunker.encode
+
+    def counting_encode(self: Chunker, questions: list[str], contexts: list[str], answers: list) -> dict:
+        chunked.append(len(questions))
+        return encode(self, questions, contexts, answers)
+
+    monkeypatch.setattr(Chunker, "encode", counting_encode)
+    spec = QA_SPEC.replace("  doc_stride: 8\n", "  doc_stride: 8\n  test_file_path: data/test.jsonl\n")
+    cfg = load_config(compile_config(spec))
+    task = get_task("question_answering")
+    with caplog.at_level(logging.WARNING):
+        first = task.prepare(cfg, task.load_data(cfg))
+        assert sum(chunked) == 2400 + 200 + 150
+        chunked.clear()
+        again = task.prepare(cfg, task.load_data(cfg))
+    assert chunked == [], "the second prepare tokenized again"
+    assert "hashed" not in caplog.text  # datasets warns when it cannot fingerprint the map function
+    for split in ("train_dataset", "eval_dataset", "test_dataset"):
+        files = _map_files(getattr(again, split))
+        assert files and files == _map_files(getattr(first, split))
+        assert all(Path(name).is_relative_to(cache) for name in files)
+    assert _chunks(again) == _chunks(first)
+    data = task.load_data(cfg)
+    in_memory = Chunker(first.tokenizer, 32, 8, pad=False, batch=1000)(data.validation)
+    assert _chunks(first)["eval"] == (
+        in_memory.dataset.to_dict(), in_memory.example_index, in_memory.offsets, in_memory.cls_index
+    )
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache-2"))  # else the in-process chunks are reused
+    cfg = load_config(compile_config(spec.replace("data:\n", "data:\n  preprocessing_num_workers: 2\n"), build="b2"))
+    workers = task.prepare(cfg, task.load_data(cfg))
+    assert any("_of_00002" in name for name in _map_files(workers.eval_dataset)), "not chunked by 2 workers"
+    assert _chunks(workers) == _chunks(first)
+
+
+def test_an_answer_no_chunk_holds_whole_is_reported_at_its_line(
+    tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Words 12-27 of a 40-word context: longer than doc_stride, so neither chunk (words 0-23, 16-39) holds it;
+    the chunks train as unanswerable, and the warning names the row's file and line."""
+    from ftc.runtime.data import read_table
+    from ftc.runtime.tasks.question_answering import AnswerKeys, ChunkRows, chunk_table
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    context = " ".join(FILLER[i] for i in range(40))
+    text = " ".join(context.split()[12:28])
+    lost = {"question": "what comes after cat ?", "context": context, "answers": {"text": [text], "answer_start": [context.index(text)]}}
+    path = write_jsonl(tmp_path / "validation.jsonl", [GOOD, lost])
+    rows = ChunkRows(Chunker(tokenizer, 32, 8, pad=False, batch=1000), "question", "context", AnswerKeys("answers", "text", "answer_start"))
+    cfg = SimpleNamespace(spec=SimpleNamespace(data=SimpleNamespace(preprocessing_num_workers=None, preprocess_batch_size=1000)))
+    with caplog.at_level(logging.WARNING, logger="ftc.runtime"):
+        chunks = chunk_table(read_table(path, "validation"), rows, cfg)
+    assert chunks["example"] == [0, 1, 1] and chunks["lost"] == [False, True, False]
+    assert chunks["start_positions"][1:] == chunks["end_positions"][1:] == chunks["cls"][1:]
+    assert "1 of 2 examples have no chunk that holds their whole answer" in caplog.text
+    assert f"the first: validation data file {path}:2" in caplog.text
 
 
 # --------------------------------------------------------------------------- data forms and bad data

@@ -11,15 +11,17 @@ DataError names the file and line otherwise, and for missing columns, non-text q
 contexts, and malformed answers. Without a validation file, a seeded
 data.validation_split_ratio of the training rows is held out.
 
-Chunks. The question and the context are tokenized as a pair (a fast tokenizer is needed for
-the character offsets of the tokens); a context that does not fit in data.max_seq_length tokens
-is split into overlapping chunks ("features") that share data.doc_stride tokens with the
-previous chunk, each with the whole question. A chunk is labelled with the token span of the
-example's first answer when that answer lies whole inside its context tokens, else with the
-position of the [CLS] token (the no-answer position: unanswerable examples, and chunks that do
-not hold the answer). The model is any `AutoModelForQuestionAnswering` (a new span head is
-created for an encoder checkpoint); its loss, the mean of the start and end cross-entropies over
-the batch, ignores num_items_in_batch, so `loss_uses_num_items` is False.
+Chunks. The question and the context are tokenized as a pair (a fast tokenizer is needed for the
+character offsets of the tokens); a context that does not fit in data.max_seq_length tokens is
+split into overlapping chunks ("features") that share data.doc_stride tokens with the previous
+chunk, each with the whole question. Chunking is a `Dataset.map` of the data file cached by
+fingerprint (ftc.runtime.data.map_rows, in data.preprocessing_num_workers processes): a rerun on
+the same files, and the other processes of a node, read the chunks from datasets' cache. A chunk is
+labelled with the token span of the example's first answer when that answer lies whole inside its
+context tokens, else with the position of the [CLS] token (the no-answer position: unanswerable
+examples, and chunks that do not hold the answer). The model is any `AutoModelForQuestionAnswering`
+(a new span head is created for an encoder checkpoint); its loss, the mean of the start and end
+cross-entropies over the batch, ignores num_items_in_batch, so `loss_uses_num_items` is False.
 
 Post-processing (evaluation). For every chunk of an example, the positions of its
 data.n_best_size highest start logits and of its n_best_size highest end logits are paired (as
@@ -48,11 +50,21 @@ import logging
 import re
 import string
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ftc.runtime.config import RunConfig
-from ftc.runtime.data import Table, read_table, refuse_streaming, require_columns, seeded_split, spec_data_paths
+from ftc.runtime.data import (
+    RowError,
+    Table,
+    map_rows,
+    read_table,
+    refuse_streaming,
+    require_columns,
+    seeded_split,
+    spec_data_paths,
+)
 from ftc.runtime.errors import DataError, RuntimeUserError
 from ftc.runtime.tasks import Prepared
 
@@ -120,6 +132,21 @@ class QAData:
     validation: list[Example]
     test: list[Example] | None
     split_from_train: bool = False
+    tables: dict[str, Table] = field(default_factory=dict)  # the rows of each split, chunked by `Dataset.map`
+
+
+@dataclass(frozen=True)
+class AnswerKeys:
+    """Where a row keeps its answers: the column (data.answers_key) and the keys of the texts and offsets in it."""
+
+    column: str
+    text: str
+    start: str
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> AnswerKeys:
+        d = cfg.spec.data
+        return cls(d.answers_key, d.answer_text_key, d.answer_start_key)
 
 
 def _text(value: Any, where: str, key: str) -> str:
@@ -137,29 +164,28 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _answers(value: Any, where: str, cfg: RunConfig) -> tuple[list[str], list[int]]:
+def _answers(value: Any, where: str, keys: AnswerKeys) -> tuple[list[str], list[int]]:
     """The answer texts and start offsets of one row's answers column."""
-    d = cfg.spec.data
-    form = f"{{{d.answer_text_key!r}: [...], {d.answer_start_key!r}: [...]}}"
+    form = f"{{{keys.text!r}: [...], {keys.start!r}: [...]}}"
     if isinstance(value, str):  # CSV: the object as JSON text
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            raise DataError(f"{where}: column {d.answers_key!r} must be an object {form}, not text") from None
+            raise DataError(f"{where}: column {keys.column!r} must be an object {form}, not text") from None
     if not isinstance(value, dict):
-        raise DataError(f"{where}: column {d.answers_key!r} must be an object {form}, not {type(value).__name__}")
-    for key in (d.answer_text_key, d.answer_start_key):
+        raise DataError(f"{where}: column {keys.column!r} must be an object {form}, not {type(value).__name__}")
+    for key in (keys.text, keys.start):
         if key not in value:
-            raise DataError(f"{where}: the answers ({d.answers_key!r}) have no {key!r} (keys: {', '.join(map(repr, value))})")
-    texts, starts = _as_list(value[d.answer_text_key]), _as_list(value[d.answer_start_key])
+            raise DataError(f"{where}: the answers ({keys.column!r}) have no {key!r} (keys: {', '.join(map(repr, value))})")
+    texts, starts = _as_list(value[keys.text]), _as_list(value[keys.start])
     if len(texts) != len(starts):
-        raise DataError(f"{where}: the answers have {len(texts)} {d.answer_text_key!r} but {len(starts)} {d.answer_start_key!r}")
+        raise DataError(f"{where}: the answers have {len(texts)} {keys.text!r} but {len(starts)} {keys.start!r}")
     for text in texts:
         if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{where}: answer {d.answer_text_key!r} must be non-empty text, not {text!r}")
+            raise DataError(f"{where}: answer {keys.text!r} must be non-empty text, not {text!r}")
     for start in starts:
         if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-            raise DataError(f"{where}: answer {d.answer_start_key!r} must be a character offset (an integer >= 0), not {start!r}")
+            raise DataError(f"{where}: answer {keys.start!r} must be a character offset (an integer >= 0), not {start!r}")
     return texts, starts
 
 
@@ -168,7 +194,7 @@ def _example(table: Table, i: int, cfg: RunConfig) -> Example:
     row, where = table.rows[i], f"{table.role} data file {table.where(i)}"
     question = _text(row[d.question_key], where, d.question_key)
     context = _text(row[d.context_key], where, d.context_key)
-    texts, starts = _answers(row[d.answers_key], where, cfg)
+    texts, starts = _answers(row[d.answers_key], where, AnswerKeys.of(cfg))
     for text, start in zip(texts, starts):
         found = context[start : start + len(text)]
         if found != text:
@@ -212,6 +238,11 @@ class Features:
     cls_index: list[int]  # the no-answer position of each chunk
 
 
+# Columns of `Chunker.encode` beside the model's: the example of each chunk, its context tokens' characters, its
+# no-answer position, and `lost` (on the first chunk of an answered example none of whose chunks holds the answer).
+CHUNK_COLUMNS = ("example", "offsets", "cls", "lost")
+
+
 class Chunker:
     """Tokenizes examples into overlapping chunks of at most `length` tokens sharing `stride` tokens."""
 
@@ -220,68 +251,118 @@ class Chunker:
         self.padding = "max_length" if pad else False
         self.batch = batch
 
-    def check(self, examples: list[Example]) -> None:
-        """Every question must leave room for more than doc_stride context tokens (the tokenizer panics otherwise)."""
+    def room_problem(self, questions: list[str]) -> tuple[int, str] | None:
+        """(position, message) of the longest question when it leaves no more than doc_stride tokens to the
+        context (the tokenizer panics then); None when every question leaves room."""
         special = self.tokenizer.num_special_tokens_to_add(pair=True)
-        lengths = [len(ids) for ids in self.tokenizer([e.question for e in examples], add_special_tokens=False)["input_ids"]]
-        longest = max(range(len(examples)), key=lengths.__getitem__)
+        lengths = [len(ids) for ids in self.tokenizer(questions, add_special_tokens=False)["input_ids"]]
+        longest = max(range(len(questions)), key=lengths.__getitem__)
         room = self.length - special - lengths[longest]
-        if room <= self.stride:
-            raise DataError(
-                f"{examples[longest].where}: the question is {lengths[longest]} tokens, which leaves {max(room, 0)} of "
-                f"data.max_seq_length {self.length} ({special} special tokens) to the context, and a chunk must hold "
-                f"more than data.doc_stride {self.stride}: raise max_seq_length, lower doc_stride or shorten the question"
-            )
+        if room > self.stride:
+            return None
+        return longest, (
+            f"the question is {lengths[longest]} tokens, which leaves {max(room, 0)} of "
+            f"data.max_seq_length {self.length} ({special} special tokens) to the context, and a chunk must hold "
+            f"more than data.doc_stride {self.stride}: raise max_seq_length, lower doc_stride or shorten the question"
+        )
+
+    def encode(self, questions: list[str], contexts: list[str], answers: list[Span | None]) -> dict[str, list[Any]]:
+        """The chunks of a batch: the model's columns, the labels (the span of the answer, characters
+        [start, end), where a chunk holds it whole, else the no-answer position) and CHUNK_COLUMNS (`example`:
+        the position in the batch)."""
+        enc = self.tokenizer(
+            questions, contexts, truncation="only_second", max_length=self.length, stride=self.stride,
+            return_overflowing_tokens=True, return_offsets_mapping=True, padding=self.padding,
+        )
+        example = list(enc["overflow_to_sample_mapping"])
+        offsets = [
+            [tuple(span) if k == 1 else None for span, k in zip(enc["offset_mapping"][f], enc.sequence_ids(f))]
+            for f in range(len(example))
+        ]
+        cls_id = self.tokenizer.cls_token_id
+        cls = [ids.index(cls_id) if cls_id in ids else 0 for ids in enc["input_ids"]]
+        spans = [token_span(offsets[f], *answers[e]) if answers[e] else None for f, e in enumerate(example)]
+        columns = {k: v for k, v in enc.items() if k not in ("offset_mapping", "overflow_to_sample_mapping")}
+        columns["start_positions"] = [span[0] if span else c for span, c in zip(spans, cls)]
+        columns["end_positions"] = [span[1] if span else c for span, c in zip(spans, cls)]
+        held = {e for e, span in zip(example, spans) if span is not None}
+        opens = [f == 0 or example[f - 1] != e for f, e in enumerate(example)]  # an example's chunks are adjacent
+        lost = [answers[e] is not None and e not in held and first for e, first in zip(example, opens)]
+        return {**columns, "example": example, "offsets": offsets, "cls": cls, "lost": lost}
 
     def __call__(self, examples: list[Example]) -> Features:
+        """The chunks of examples in memory, `batch` examples per tokenizer call."""
         from datasets import Dataset
 
-        self.check(examples)
+        if problem := self.room_problem([e.question for e in examples]):
+            raise DataError(f"{examples[problem[0]].where}: {problem[1]}")
         columns: dict[str, list[Any]] = {}
-        index: list[int] = []
-        offsets: list[list[Span | None]] = []
-        cls: list[int] = []
         for first in range(0, len(examples), self.batch):
             part = examples[first : first + self.batch]
-            enc = self.tokenizer(
-                [e.question for e in part], [e.context for e in part], truncation="only_second",
-                max_length=self.length, stride=self.stride, return_overflowing_tokens=True,
-                return_offsets_mapping=True, padding=self.padding,
-            )
-            for f, ids in enumerate(enc["input_ids"]):
-                sequence = enc.sequence_ids(f)
-                index.append(first + enc["overflow_to_sample_mapping"][f])
-                offsets.append([tuple(s) if k == 1 else None for s, k in zip(enc["offset_mapping"][f], sequence)])
-                cls.append(ids.index(self.tokenizer.cls_token_id) if self.tokenizer.cls_token_id in ids else 0)
-                for key, value in enc.items():
-                    if key not in ("offset_mapping", "overflow_to_sample_mapping"):
-                        columns.setdefault(key, []).append(value[f])
-        columns["start_positions"], columns["end_positions"] = self._labels(examples, index, offsets, cls)
-        return Features(examples, Dataset.from_dict(columns), index, offsets, cls)
+            spans = [answer_span(e.answers, e.starts) for e in part]
+            encoded = self.encode([e.question for e in part], [e.context for e in part], spans)
+            encoded["example"] = [first + e for e in encoded["example"]]
+            for key, values in encoded.items():
+                columns.setdefault(key, []).extend(values)
+        example, offsets, cls, lost = (columns.pop(key) for key in CHUNK_COLUMNS)
+        lost_at = [e for e, flag in zip(example, lost) if flag]
+        if lost_at:
+            warn_lost(len(lost_at), len(examples), self.stride, examples[lost_at[0]].where)
+        return Features(examples, Dataset.from_dict(columns), example, offsets, cls)
 
-    def _labels(
-        self, examples: list[Example], index: list[int], offsets: list[list[Span | None]], cls: list[int]
-    ) -> tuple[list[int], list[int]]:
-        """The first answer's token span in each chunk holding it whole; the no-answer position elsewhere."""
-        starts, ends, found = [], [], set()
-        for f, e in enumerate(index):
-            example = examples[e]
-            span = None
-            if example.answers:
-                span = token_span(offsets[f], example.starts[0], example.starts[0] + len(example.answers[0]))
-            if span is not None:
-                found.add(e)
-            start, end = span or (cls[f], cls[f])
-            starts.append(start)
-            ends.append(end)
-        lost = [example for e, example in enumerate(examples) if example.answers and e not in found]
-        if lost:
-            log.warning(
-                "%d of %d examples have no chunk that holds their whole answer (an answer longer than data.doc_stride "
-                "%d tokens can cross every chunk boundary): they train as unanswerable; the first: %s",
-                len(lost), len(examples), self.stride, lost[0].where,
-            )
-        return starts, ends
+
+def answer_span(texts: Sequence[str], starts: Sequence[int]) -> Span | None:
+    """Characters [start, end) of the first answer, which the chunks are labelled with; None: unanswerable."""
+    return (starts[0], starts[0] + len(texts[0])) if texts else None
+
+
+def warn_lost(count: int, total: int, stride: int, where: str) -> None:
+    log.warning(
+        "%d of %d examples have no chunk that holds their whole answer (an answer longer than data.doc_stride "
+        "%d tokens can cross every chunk boundary): they train as unanswerable; the first: %s",
+        count, total, stride, where,
+    )
+
+
+class ChunkRows:
+    """The `Dataset.map` function of a table (ftc.runtime.data.map_rows): a batch of rows chunked by
+    `Chunker.encode`, `example` the row of each chunk in the table. The rows were checked by `read_examples`."""
+
+    def __init__(self, chunker: Chunker, question_key: str, context_key: str, answers: AnswerKeys) -> None:
+        self.chunker, self.question_key, self.context_key, self.answers = chunker, question_key, context_key, answers
+
+    def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        questions, contexts = batch[self.question_key], batch[self.context_key]
+        if problem := self.chunker.room_problem(questions):
+            raise RowError(indices[problem[0]], problem[1])
+        answers = [answer_span(*_answers(value, "", self.answers)) for value in batch[self.answers.column]]
+        columns = self.chunker.encode(questions, contexts, answers)
+        columns["example"] = [indices[e] for e in columns["example"]]
+        return columns
+
+
+def chunk_table(table: Table, rows: ChunkRows, cfg: RunConfig) -> Any:
+    """The chunks of a table, with CHUNK_COLUMNS, through a `Dataset.map` cached by fingerprint (`map_rows`);
+    a warning for the answers no chunk holds whole."""
+    import pyarrow.compute as pc
+
+    mapped = map_rows(table, rows, cfg, "chunking")
+    lost = mapped.with_format("arrow")["lost"]
+    if count := int(pc.sum(lost).as_py() or 0):
+        first = int(pc.index(lost, True).as_py())
+        warn_lost(count, len(table), rows.chunker.stride, f"{table.role} data file {table.where(mapped[first]['example'])}")
+    return mapped
+
+
+def model_inputs(chunks: Any) -> Any:
+    """The chunks' model inputs and labels (CHUNK_COLUMNS dropped)."""
+    return chunks.remove_columns(list(CHUNK_COLUMNS))
+
+
+def features_of(examples: list[Example], chunks: Any) -> Features:
+    """The Features of a split's examples and their chunks (`chunk_table`), the offsets read from Arrow."""
+    offsets = [[tuple(span) if span is not None else None for span in chunk] for chunk in chunks["offsets"]]
+    return Features(examples, model_inputs(chunks), chunks["example"], offsets, chunks["cls"])
 
 
 # --------------------------------------------------------------------------- post-processing
@@ -364,9 +445,14 @@ class QuestionAnswering:
                 len(validation), len(table), d.validation_split_ratio, cfg.spec.training.seed,
             )
         else:
-            validation = read_examples(read_table(paths["validation"], "validation"), cfg)
-        test = read_examples(read_table(paths["test"], "test"), cfg) if "test" in paths else None
-        return QAData(train, validation, test, split)
+            train_part, validation_part = table, read_table(paths["validation"], "validation")
+            validation = read_examples(validation_part, cfg)
+        tables = {"train": train_part, "validation": validation_part}
+        test = None
+        if "test" in paths:
+            tables["test"] = read_table(paths["test"], "test")
+            test = read_examples(tables["test"], cfg)
+        return QAData(train, validation, test, split, tables)
 
     def prepare(self, cfg: RunConfig, data: QAData) -> Prepared:
         from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding
@@ -383,9 +469,11 @@ class QuestionAnswering:
         model = load_model(AutoModelForQuestionAnswering, cfg, ignore_mismatched_sizes=cfg.spec.model.ignore_mismatched_sizes)
         ensure_pad_token(tokenizer, model)
         length = max_length(cfg, tokenizer, model.config)
-        chunk = Chunker(tokenizer, length, d.doc_stride, d.pad_to_max_length, d.preprocess_batch_size)
-        train, validation = chunk(data.train), chunk(data.validation)
-        test = chunk(data.test) if data.test is not None else None
+        chunker = Chunker(tokenizer, length, d.doc_stride, d.pad_to_max_length, d.preprocess_batch_size)
+        rows = ChunkRows(chunker, d.question_key, d.context_key, AnswerKeys.of(cfg))
+        train = model_inputs(chunk_table(data.tables["train"], rows, cfg))
+        validation = features_of(data.validation, chunk_table(data.tables["validation"], rows, cfg))
+        test = features_of(data.test, chunk_table(data.tables["test"], rows, cfg)) if data.test is not None else None
         null_answers = any(not e.answers for e in data.train)
 
         def metrics(features: Features) -> SquadMetrics:
@@ -394,7 +482,7 @@ class QuestionAnswering:
         log.info(
             "question answering: train %d examples in %d chunks, validation %d in %d%s; max_seq_length %d, "
             "doc_stride %d; %s",
-            len(data.train), len(train.dataset), len(data.validation), len(validation.dataset),
+            len(data.train), len(train), len(data.validation), len(validation.dataset),
             f", test {len(test.examples)} in {len(test.dataset)}" if test is not None else "",
             length, d.doc_stride,
             "unanswerable training questions: an empty answer is predicted when it scores best" if null_answers
@@ -403,7 +491,7 @@ class QuestionAnswering:
         return Prepared(
             model=model,
             tokenizer=tokenizer,
-            train_dataset=train.dataset,
+            train_dataset=train,
             eval_dataset=validation.dataset,
             test_dataset=test.dataset if test is not None else None,
             data_collator=DataCollatorWithPadding(tokenizer),

@@ -23,7 +23,8 @@ from tests.backends.test_registry import plugin_on_path  # noqa: F401 (fixture)
 from tests.backends.test_slurm import fake_sbatch
 from tests.conftest import MINIMAL
 
-RAY_SPEC = MINIMAL + "checkpointing: {output_dir: /shared/runs/tc}\n"  # absolute: no FTC406 warning
+# absolute output and model folders: no FTC406 or FTC413 warning
+RAY_SPEC = MINIMAL.replace("model: ./models/tiny", "model: /shared/models/tiny") + "checkpointing: {output_dir: /shared/runs/tc}\n"
 RAY_LOGS = ["epoch 1: loss 0.69\n", "\x1b[36m(RayTrainWorker pid=7)\x1b[0m epoch 2: loss 0.41\n"]  # colours as Ray sends them
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the SLURM engine tests need (tests/backends/slurm_cluster.py starts the cluster):
+# Installs what the SLURM engine tests need (tests/backends/slurm_cluster.py starts the one- and two-node
+# clusters: the two nodes are two slurmd daemons on this host, `slurmd -N n1` and `slurmd -N n2`):
 # slurmctld, slurmd, the client commands and munge, from the Debian archive (SLURM 22.05 on
 # Debian 12; about 10 s, 13 MB). Idempotent and quiet: does nothing when every program is there,
 # prints apt's output only when it fails.

@@ -4,7 +4,9 @@
 never expands them), so it can be submitted again with a bare `sbatch`. The body sets up the
 environment (modules, a venv or conda env, env.vars), then runs one srun task per node, each
 starting `python -m torch.distributed.run` with c10d rendezvous on the first node of the
-allocation. With `requeue`, the job asks SLURM for a signal before its time limit, the training
+allocation, at the address SLURM reaches it by (its NodeAddr: the node's name unless slurm.conf
+says otherwise). A rank that fails ends the job (srun --kill-on-bad-exit), whose other ranks
+would wait for it. With `requeue`, the job asks SLURM for a signal before its time limit, the training
 processes write a checkpoint and stop (ftc/runtime/preemption.py), and the script requeues the
 job, which resumes from that checkpoint.
 

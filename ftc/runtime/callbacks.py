@@ -22,10 +22,15 @@
   names another metric: Anyscale's num_checkpoints_to_keep) and the most recent one (needed to
   resume), and deletes the others. Without evaluation metrics it keeps the N most recent. This
   replaces the Trainer's own rotation (which keeps the N most recent plus the best).
+- `AllRanksSaved`: at every save, the ranks wait for each other (a barrier) before anything else
+  reads the checkpoint: rank 0 then writes the run identity (`ftc_run_identity.json`), rotates older
+  checkpoints and uploads, so a rank killed while saving leaves a checkpoint without the identity,
+  and the older checkpoints stay.
 - `last_good_checkpoint` picks the checkpoint to resume from: the newest complete one. A folder
-  that is half-written (the Trainer writes trainer_state.json last) or holds a truncated or
-  unreadable file is skipped with a warning naming it and the reason. ftc/runtime/resume.py then
-  checks that it was trained with the run's values (`ftc_run_identity.json`).
+  that is half-written (the Trainer writes trainer_state.json last; with several processes, a rank
+  that did not write its RNG state, when the run identity written after all of them is missing too)
+  or holds a truncated or unreadable file is skipped with a warning naming it and the reason.
+  ftc/runtime/resume.py then checks that it was trained with the run's values (`ftc_run_identity.json`).
 - `UploadCheckpoints` (checkpointing.output_dir a remote folder: s3://, gs://, abfs://): after every
   save, rank 0 uploads the checkpoint to `<output_dir>/pytorch_model_folder/checkpoint-<step>` and
   then writes `.ftc_complete` into it, so that a resume never picks a half-uploaded checkpoint; a
@@ -57,6 +62,7 @@ PROFILER_FOLDER = "profiler"
 PROFILER_WAIT, PROFILER_WARMUP, PROFILER_ACTIVE = 1, 2, 3
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 TRAINER_STATE = "trainer_state.json"
+IDENTITY_FILE = "ftc_run_identity.json"  # rank 0 writes it once every rank saved its part (ftc/runtime/resume.py)
 BAR_REFRESH_S = 1.0
 
 
@@ -386,8 +392,22 @@ def _zip_problem(path: Path) -> str | None:
     return None
 
 
-def checkpoint_problem(path: Path) -> str | None:
-    """Why the Trainer cannot resume from checkpoint folder `path`; None when it looks complete."""
+def _rank_state_problem(path: Path, world_size: int | None) -> str | None:
+    """A checkpoint of `world_size` processes without the run identity (written once every rank saved its
+    part) and without some rank's RNG state: that rank was cut off while saving (rank 0 writes trainer_state.json
+    without waiting for the others)."""
+    if not world_size or world_size <= 1 or (path / IDENTITY_FILE).is_file() or (path / "rng_state.pth").is_file():
+        return None
+    missing = [rank for rank in range(world_size) if not (path / f"rng_state_{rank}.pth").is_file()]
+    if not missing:
+        return None
+    return f"no rng_state_{missing[0]}.pth and no {IDENTITY_FILE} (half-written: rank {missing[0]} did not finish saving its part)"
+
+
+def checkpoint_problem(path: Path, world_size: int | None = None) -> str | None:
+    """Why the Trainer cannot resume from checkpoint folder `path`; None when it looks complete.
+
+    `world_size`: the processes of the run that resumes (their RNG states are looked for); None: not checked."""
     state = path / TRAINER_STATE
     if not state.is_file():
         return f"no {TRAINER_STATE} (half-written: the Trainer writes it last)"
@@ -395,6 +415,8 @@ def checkpoint_problem(path: Path) -> str | None:
         json.loads(state.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         return f"{TRAINER_STATE} is not valid JSON ({exc})"
+    if problem := _rank_state_problem(path, world_size):
+        return problem
     weights = [
         p for p in ("model.safetensors", "adapter_model.safetensors", "pytorch_model.bin", "adapter_model.bin")
         if (path / p).is_file()
@@ -437,10 +459,11 @@ def checkpoint_problem(path: Path) -> str | None:
     return None
 
 
-def last_good_checkpoint(folder: Path) -> Path | None:
-    """The newest checkpoint of `folder` that can be resumed from; broken ones are skipped with a warning."""
+def last_good_checkpoint(folder: Path, world_size: int | None = None) -> Path | None:
+    """The newest checkpoint of `folder` that can be resumed from (by `world_size` processes, when given);
+    broken ones are skipped with a warning."""
     for step, path in reversed(checkpoints(folder)):
-        problem = checkpoint_problem(path)
+        problem = checkpoint_problem(path, world_size)
         if problem is None:
             return path
         log.warning("skipping checkpoint %s: %s; trying the previous one", path, problem)
@@ -476,6 +499,17 @@ def rotate_checkpoints(
         shutil.rmtree(path, ignore_errors=True)
         deleted.append(path)
     return deleted
+
+
+class AllRanksSaved(TrainerCallback):
+    """At every save, a barrier: every rank has written its part of the checkpoint (RNG state, shards) before the
+    callbacks after this one write the run identity, rotate older checkpoints, upload or report it."""
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.barrier()
 
 
 class KeepBestCheckpoints(TrainerCallback):

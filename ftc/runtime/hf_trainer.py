@@ -123,8 +123,11 @@ def trainer_callbacks(
     *, out: Path | None, rank: int, world_size: int, cuda: bool,
 ) -> list[Any]:
     """The spec's Trainer callbacks; with save_total_limit, ftc's rotation takes over from the Trainer's."""
-    # every checkpoint records the values it was trained with; resume compares them (ftc/runtime/resume.py)
-    callbacks: list[Any] = [LogToFile(), cbs.ThroughputCallback(throughput), RecordRunIdentity(run_identity(cfg, world_size))]
+    # every rank saved its part before anything reads the checkpoint; then every checkpoint records the values it
+    # was trained with, which resume compares (ftc/runtime/resume.py)
+    callbacks: list[Any] = [
+        cbs.AllRanksSaved(), LogToFile(), cbs.ThroughputCallback(throughput), RecordRunIdentity(run_identity(cfg, world_size)),
+    ]
     if flops is not None:
         callbacks.append(flops)
     if cfg.spec.tracking.use_profiler:

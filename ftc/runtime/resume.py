@@ -40,7 +40,14 @@ from transformers import TrainerCallback
 
 from ftc.contract import MODEL_FOLDER
 from ftc.runtime import preemption, storage
-from ftc.runtime.callbacks import CHECKPOINT, TRAINER_STATE, checkpoint_problem, checkpoints, last_good_checkpoint
+from ftc.runtime.callbacks import (
+    CHECKPOINT,
+    IDENTITY_FILE,
+    TRAINER_STATE,
+    checkpoint_problem,
+    checkpoints,
+    last_good_checkpoint,
+)
 from ftc.runtime.config import RunConfig
 from ftc.runtime.errors import RuntimeUserError
 from ftc.spec.keys import leaf_index
@@ -48,7 +55,6 @@ from ftc.spec.secrets import mask_secrets
 
 log = logging.getLogger("ftc.runtime")
 
-IDENTITY_FILE = "ftc_run_identity.json"
 FORCE_FLAG = "resume_ignore_config_change"
 HOW_TO_FORCE = f"set checkpointing.{FORCE_FLAG}: true (--{FORCE_FLAG} true) to resume it anyway"
 RESULT_SECTIONS = ("model", "data", "lora", "training", "optimizer", "precision", "deepspeed", "fsdp")
@@ -184,7 +190,7 @@ def checkpoint_step(checkpoint: Path) -> int:
         return int(match.group(1)) if match else 0
 
 
-def _given_checkpoint(cfg: RunConfig) -> Path:
+def _given_checkpoint(cfg: RunConfig, world_size: int) -> Path:
     """The checkpoint folder named by resume_from_checkpoint; RuntimeUserError when it cannot be resumed."""
     path = cfg.path("checkpointing", "resume_from_checkpoint")
     assert path is not None
@@ -197,22 +203,22 @@ def _given_checkpoint(cfg: RunConfig) -> Path:
     if inside and not (path / TRAINER_STATE).is_file():
         names = ", ".join(p.name for _, p in inside)
         raise RuntimeUserError(f"{where} is not a checkpoint but holds {names}: give one of them")
-    problem = checkpoint_problem(path)
+    problem = checkpoint_problem(path, world_size)
     if problem is not None:
         raise RuntimeUserError(f"{where}: cannot resume from it: {problem}")
     return path
 
 
-def chosen_checkpoint(cfg: RunConfig, folder: Path) -> Path | None:
-    """The newest complete checkpoint of `folder`, or the one resume_from_checkpoint names.
+def chosen_checkpoint(cfg: RunConfig, folder: Path, world_size: int = 1) -> Path | None:
+    """The newest complete checkpoint of `folder` (for `world_size` processes), or the one resume_from_checkpoint names.
 
     A requeued or restarted job continues from its own newest checkpoint when it has one, even
     when resume_from_checkpoint names another.
     """
     if isinstance(cfg.spec.checkpointing.resume_from_checkpoint, str):
-        own = last_good_checkpoint(folder) if preemption.restarted() else None
-        return own or _given_checkpoint(cfg)
-    return last_good_checkpoint(folder)  # a half-written or corrupt checkpoint is skipped, with a warning
+        own = last_good_checkpoint(folder, world_size) if preemption.restarted() else None
+        return own or _given_checkpoint(cfg, world_size)
+    return last_good_checkpoint(folder, world_size)  # a half-written or corrupt checkpoint is skipped, with a warning
 
 
 def _recorded(checkpoint: Path, forced: bool, is_main: bool) -> dict[str, Any] | None:
@@ -277,7 +283,7 @@ def fetch_remote_checkpoint(cfg: RunConfig, folder: Path) -> None:
 
 def checkpoint_to_resume(cfg: RunConfig, folder: Path, world_size: int, is_main: bool = True) -> Path | None:
     """The checkpoint this run resumes from (None: start from the model); refuses one of another run."""
-    checkpoint = chosen_checkpoint(cfg, folder)
+    checkpoint = chosen_checkpoint(cfg, folder, world_size)
     if checkpoint is not None:
         check_resumable(cfg, checkpoint, world_size, is_main)
     return checkpoint

@@ -5,7 +5,8 @@ checkpoint to continue from), tracking (MLflow, W&B), model (the task builds mod
 freezing, LoRA), train (TrainingArguments, the Trainer, training), evaluate (before and after
 training, test data), save (the final model), report (`metrics.json`, curves, the MLflow model,
 the summary) and publish (a remote output_dir gets the outputs). Outputs: `<output_dir>/pytorch_model_folder/`
-(final model, tokenizer, checkpoints), `metrics.json` and `ftc_runtime.log`. Only rank 0 writes outputs when
+(final model, tokenizer, checkpoints), `metrics.json` (with "ranks": where each rank ran, ftc/runtime/placement.py)
+and `ftc_runtime.log`. Only rank 0 writes outputs when
 several processes run.
 
 A remote output_dir (s3://, gs://, abfs://: ftc.spec.uris) is staged in a local folder of the node
@@ -22,12 +23,12 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftc.contract import MODEL_FOLDER
-from ftc.runtime import disk, fsdp, preemption, storage, zero
+from ftc.runtime import disk, fsdp, placement, preemption, storage, zero
 from ftc.runtime.config import RunConfig
 from ftc.runtime.errors import RuntimeUserError, Stopped, UsageError
 from ftc.runtime.logs import RunLogs, jsonable, log, train_log
@@ -66,6 +67,7 @@ class Training:
     n_train: int
     has_eval: bool
     is_main: bool
+    ranks: list[dict[str, Any]] = field(default_factory=list)  # placement.gather_ranks: where each rank runs
 
     @property
     def out(self) -> Path:
@@ -249,7 +251,10 @@ def build_trainer(
     )
     if tracking is not None:
         trainer.add_callback(tracking.callback())
-    return Training(cfg, prepared, trainer, tracking, n_train, has_eval, is_main=rank == 0)
+    ranks = placement.gather_ranks(rank)  # the Trainer's arguments started the process group
+    if rank == 0:
+        placement.log_ranks(ranks)
+    return Training(cfg, prepared, trainer, tracking, n_train, has_eval, is_main=rank == 0, ranks=ranks)
 
 
 def limit_validation_data(cfg: RunConfig, prepared: Prepared, world_size: int) -> None:
@@ -408,7 +413,8 @@ def _write_metrics(training: Training, metrics: dict[str, float]) -> list[Path]:
     out, trainer = training.out, training.trainer
     artifacts: list[Path] = []
     with disk.writing(f"{METRICS_FILE} and {outputs.CURVES_FILE}", out, out, training.checkpoints):
-        (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        written = {**metrics, "ranks": training.ranks}  # where each rank ran
+        (out / METRICS_FILE).write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")
         artifacts.append(out / METRICS_FILE)
         if training.cfg.spec.tracking.save_metrics:  # every log record (loss, learning rate, throughput, evaluations) by step
             (out / STEP_METRICS_FILE).write_text(json.dumps(jsonable(trainer.state.log_history), indent=2) + "\n")

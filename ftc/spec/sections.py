@@ -443,7 +443,8 @@ class CheckpointingSection(Section):
     output_dir: str = param(
         "outputs",
         "Folder for pytorch_model_folder, metrics.json and logs, relative to the spec file. `ftc run --output` "
-        "and the launchers' --output_dir override it.",
+        "and the launchers' --output_dir override it. With several nodes, a folder every node sees (a shared file "
+        "system) or a remote URI: lint warns about a node-local one (FTC166).",
     )
     resume_from_checkpoint: FlagOrPath = param(
         False,

@@ -1,19 +1,23 @@
-"""A one-node SLURM cluster on this machine, for the slurm target's engine tests.
+"""A SLURM cluster of one or more nodes on this machine, for the slurm target's engine tests.
 
 `SlurmCluster` writes a slurm.conf into a fresh folder, starts munged (as the munge user, on its
-own socket), slurmctld and `slurmd -N localhost` on free loopback ports, waits until `sinfo`
-shows the node idle, and stops every daemon by its pid. Nothing is shared with a system-wide
-SLURM or munge: the socket, pid, log, state and spool files all live in the cluster's folder,
-so two test sessions can run side by side.
+own socket), slurmctld and one slurmd per node on free loopback ports, waits until `sinfo`
+shows every node idle, and stops every daemon by its pid. One node is called localhost
+(`slurmd -N localhost`). With `nodes=2` they are n1 and n2: two slurmd daemons on this host
+(`slurmd -N n1`, `slurmd -N n2`; Debian's slurmd runs several per host this way), each with its
+own port, and spool folder, pid and log file (`%n` in slurm.conf), both `NodeHostname=localhost
+NodeAddr=127.0.0.1`. Nothing is shared with a system-wide SLURM or munge: the socket, pid, log,
+state and spool files all live in the cluster's folder, so two test sessions can run side by side.
 
-The node declares GPUs (`GresTypes=gpu`, node `Gres=gpu:A10G:2`) over placeholder device files: a
-gres.conf with `AutoDetect=off` names `dev/nvidia0`, `dev/nvidia1` in the cluster's folder
-(links to /dev/null: SLURM checks for a character device), so SLURM schedules and allocates GPUs (SLURM_GPUS_ON_NODE, CUDA_VISIBLE_DEVICES) on a machine
-that has none. Nothing on this machine opens those files.
+Every node declares GPUs (`GresTypes=gpu`, node `Gres=gpu:A10G:2`) over placeholder device files: a
+gres.conf with `AutoDetect=off` names `dev/nvidia0`, `dev/nvidia1` in the cluster's folder (links to
+/dev/null: SLURM checks for a character device), so SLURM schedules and allocates GPUs
+(SLURM_GPUS_ON_NODE, CUDA_VISIBLE_DEVICES) on a machine that has none. Nothing opens those files.
 
-`slurm_cluster` is the session-scoped pytest fixture (import it into a test module); it skips
-with the reason when the Debian packages are not installed (`.ci/slurm-setup.sh` installs them).
-The packages: slurmctld slurmd slurm-client munge (SLURM 22.05 on Debian 12).
+`slurm_cluster` (one node) and `slurm_two_nodes` are the session-scoped pytest fixtures (import them
+into a test module); they skip with the reason when the Debian packages are not installed
+(`.ci/slurm-setup.sh` installs them). The packages: slurmctld slurmd slurm-client munge (SLURM 22.05
+on Debian 12).
 """
 
 from __future__ import annotations
@@ -65,17 +69,24 @@ SelectTypeParameters=CR_Core_Memory
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
 SlurmctldPidFile={root}/slurmctld.pid
-SlurmdPidFile={root}/slurmd.pid
-SlurmdSpoolDir={root}/spool/slurmd
 StateSaveLocation={root}/spool/ctld
 SlurmctldLogFile={root}/log/slurmctld.log
-SlurmdLogFile={root}/log/slurmd.log
-NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} Gres=gpu:{gpu_type}:{gpus} State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+{slurmd_files}
+{node_lines}
+PartitionName=debug Nodes={node_list} Default=YES MaxTime=INFINITE State=UP
 """
+ONE_SLURMD_FILES = """\
+SlurmdPidFile={root}/slurmd.pid
+SlurmdSpoolDir={root}/spool/slurmd
+SlurmdLogFile={root}/log/slurmd.log"""
+SLURMD_FILES = """\
+SlurmdPidFile={root}/slurmd-%n.pid
+SlurmdSpoolDir={root}/spool/slurmd-%n
+SlurmdLogFile={root}/log/slurmd-%n.log"""
+NODE_LINE = "NodeName={name}{where} CPUs={cpus} RealMemory={memory_mb} Gres=gpu:{gpu_type}:{gpus} State=UNKNOWN"
 GRES_CONF = """\
 AutoDetect=off
-NodeName=localhost Name=gpu Type={gpu_type} File={files}
+NodeName={node_list} Name=gpu Type={gpu_type} File={files}
 """
 GPUS = 2
 GPU_TYPE = "A10G"
@@ -97,7 +108,7 @@ def skip_reason() -> str | None:
             "(Debian packages slurmctld slurmd slurm-client munge)"
         )
     if os.geteuid() != 0:
-        return "the one-node SLURM cluster needs root (it starts munged as the munge user and slurmd as root)"
+        return "the SLURM test cluster needs root (it starts munged as the munge user and slurmd as root)"
     if not MUNGE_KEY.exists():
         return f"{MUNGE_KEY} is missing (the munge package's postinst writes it)"
     return None
@@ -114,14 +125,18 @@ def _daemon(name: str) -> str:
 
 
 class SlurmCluster:
-    """One node called localhost with `cpus` CPUs and `gpus` declared GPUs of `gpu_type`, daemons on loopback ports."""
+    """`nodes` nodes (localhost alone, else n1, n2, ...), each with `cpus` CPUs and `gpus` declared GPUs of
+    `gpu_type`, daemons on loopback ports."""
 
-    def __init__(self, root: Path, cpus: int = 2, memory_mb: int = 8000, gpus: int = GPUS, gpu_type: str = GPU_TYPE) -> None:
+    def __init__(
+        self, root: Path, cpus: int = 2, memory_mb: int = 8000, gpus: int = GPUS, gpu_type: str = GPU_TYPE, nodes: int = 1
+    ) -> None:
         self.root = root
         self.cpus = cpus
         self.memory_mb = memory_mb
         self.gpus = gpus
         self.gpu_type = gpu_type
+        self.node_names = ["localhost"] if nodes == 1 else [f"n{i}" for i in range(1, nodes + 1)]
         self.conf = root / "slurm.conf"
         self.munge_dir = root / "munge"
         self.munge_socket = self.munge_dir / "munge.socket"
@@ -131,6 +146,10 @@ class SlurmCluster:
     def env(self) -> dict[str, str]:
         """This process's environment (as it is now), pointed at this cluster."""
         return {**os.environ, "SLURM_CONF": str(self.conf)}
+
+    @property
+    def _one_node(self) -> bool:
+        return self.node_names == ["localhost"]
 
     # ----------------------------------------------------------------- life cycle
 
@@ -145,16 +164,39 @@ class SlurmCluster:
                 munge_socket=self.munge_socket,
                 ctld_port=_free_port(),
                 slurmd_port=_free_port(),
-                cpus=self.cpus,
-                memory_mb=self.memory_mb,
-                gpus=self.gpus,
-                gpu_type=self.gpu_type,
+                slurmd_files=(ONE_SLURMD_FILES if self._one_node else SLURMD_FILES).format(root=self.root),
+                node_lines="\n".join(self._node_line(name) for name in self.node_names),
+                node_list=",".join(self.node_names),
             )
         )
         self._write_gres()
         self._start("slurmctld", [_daemon("slurmctld")], self.root / "slurmctld.pid")
-        self._start("slurmd", [_daemon("slurmd"), "-N", "localhost"], self.root / "slurmd.pid")
+        for name in self.node_names:
+            self.start_slurmd(name)
         self._wait_idle(timeout)
+
+    def _node_line(self, name: str) -> str:
+        """The NodeName line: localhost by its address; n1, n2, ... on this host, each on its own slurmd port."""
+        where = " NodeAddr=127.0.0.1" if self._one_node else f" NodeHostname=localhost NodeAddr=127.0.0.1 Port={_free_port()}"
+        return NODE_LINE.format(
+            name=name, where=where, cpus=self.cpus, memory_mb=self.memory_mb, gpus=self.gpus, gpu_type=self.gpu_type
+        )
+
+    def slurmd_pid_file(self, node: str) -> Path:
+        """Where the slurmd of `node` writes its pid (SlurmdPidFile, %n expanded)."""
+        return self.root / ("slurmd.pid" if self._one_node else f"slurmd-{node}.pid")
+
+    def start_slurmd(self, node: str) -> None:
+        """Start the slurmd of `node` (`slurmd -N node`); its pid is kept as `slurmd:node`."""
+        pid_file = self.slurmd_pid_file(node)
+        pid_file.unlink(missing_ok=True)  # a pid file left by a killed slurmd is not this one's
+        self._start(f"slurmd:{node}", [_daemon("slurmd"), "-N", node], pid_file)
+
+    def kill_slurmd(self, node: str) -> None:
+        """SIGKILL the slurmd of `node`, as a crash would (its job steps' slurmstepd keep running)."""
+        pid = self.pids.pop(f"slurmd:{node}")
+        os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid, 15)
 
     def _write_gres(self) -> None:
         """gres.conf next to slurm.conf: the node's GPUs are empty placeholder files, never autodetected."""
@@ -163,7 +205,9 @@ class SlurmCluster:
         files = [devices / f"nvidia{i}" for i in range(self.gpus)]
         for file in files:
             file.symlink_to("/dev/null")  # SLURM wants a character device; no program opens it
-        (self.root / "gres.conf").write_text(GRES_CONF.format(gpu_type=self.gpu_type, files=",".join(map(str, files))))
+        (self.root / "gres.conf").write_text(
+            GRES_CONF.format(node_list=",".join(self.node_names), gpu_type=self.gpu_type, files=",".join(map(str, files)))
+        )
 
     def _start_munged(self) -> None:
         munge = pwd.getpwnam("munge")
@@ -194,34 +238,37 @@ class SlurmCluster:
         raise RuntimeError(f"{name} wrote no pid file {pid_file}{self._logs()}")
 
     def _wait_idle(self, timeout: float) -> None:
+        self.wait_nodes({"idle"}, timeout)
+
+    def wait_nodes(self, states: set[str], timeout: float = 60) -> None:
+        """Wait until `sinfo` shows every node in one of `states` (e.g. {"idle"} after a slurmd restart)."""
         deadline = time.monotonic() + timeout
-        state = ""
+        shown = ""
         while time.monotonic() < deadline:
-            result = self.run(["sinfo", "-h", "-N", "-o", "%T"], check=False)
-            state = result.stdout.strip()
-            if result.returncode == 0 and state == "idle":
+            result = self.run(["sinfo", "-h", "-N", "-o", "%N %T"], check=False)
+            shown = result.stdout.strip()
+            seen = dict(line.split() for line in shown.splitlines() if len(line.split()) == 2)
+            if result.returncode == 0 and sorted(seen) == sorted(self.node_names) and set(seen.values()) <= states:
                 return
             time.sleep(0.2)
-        raise RuntimeError(f"the node is not idle after {timeout:.0f} s (sinfo says {state!r}){self._logs()}")
+        raise RuntimeError(f"the nodes are not {'/'.join(sorted(states))} after {timeout:.0f} s (sinfo says {shown!r}){self._logs()}")
 
     def stop(self) -> None:
-        """Stop slurmd, slurmctld and munged (in that order) by pid; wait for each to exit."""
-        for name in ("slurmd", "slurmctld", "munged"):
+        """Stop every slurmd, then slurmctld and munged, by pid; wait for each to exit."""
+        slurmds = [name for name in self.pids if name.startswith("slurmd:")]
+        for name in (*slurmds, "slurmctld", "munged"):
             pid = self.pids.pop(name, None)
             if pid is None:
                 continue
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and _alive(pid):
-                time.sleep(0.05)
-            if _alive(pid):
+            if not _wait_gone(pid, 15):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 
     def _logs(self) -> str:
         parts = []
-        for log in (self.root / "log" / "slurmctld.log", self.root / "log" / "slurmd.log", self.munge_dir / "munged.log"):
+        for log in (*sorted((self.root / "log").glob("*.log")), self.munge_dir / "munged.log"):
             with contextlib.suppress(OSError):
                 parts.append(f"\n--- {log.name} (tail)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
         return "".join(parts)
@@ -258,6 +305,14 @@ class SlurmCluster:
         return info
 
 
+def _wait_gone(pid: int, timeout: float) -> bool:
+    """Wait up to `timeout` seconds for process `pid` to exit; whether it did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -272,10 +327,10 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def running_cluster(cpus: int = 2, memory_mb: int = 8000) -> Iterator[SlurmCluster]:
+def running_cluster(cpus: int = 2, memory_mb: int = 8000, nodes: int = 1) -> Iterator[SlurmCluster]:
     """A started cluster in a fresh folder under the system temp dir, stopped and removed afterwards."""
     root = Path(tempfile.mkdtemp(prefix="ftc-slurm-"))
-    cluster = SlurmCluster(root, cpus=cpus, memory_mb=memory_mb)
+    cluster = SlurmCluster(root, cpus=cpus, memory_mb=memory_mb, nodes=nodes)
     try:
         cluster.start()
         yield cluster
@@ -300,3 +355,14 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
                 os.environ.pop("SLURM_CONF", None)
             else:
                 os.environ["SLURM_CONF"] = previous
+
+
+@pytest.fixture(scope="session")
+def slurm_two_nodes() -> Iterator[SlurmCluster]:
+    """The two-node cluster (n1, n2) for this test session. SLURM_CONF is left alone: use `cluster.env`
+    (`cluster.run` does), so the one-node cluster's tests keep theirs."""
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with running_cluster(nodes=2) as cluster:
+        yield cluster

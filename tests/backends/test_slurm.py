@@ -122,7 +122,7 @@ def test_artifacts_and_header(write_spec: Callable[..., Path], tmp_path: Path) -
     ]
     assert all("$" not in line for line in sbatch_lines(script))  # SLURM never expands variables there
     assert "--nproc_per_node=4" in script and "--rdzv_backend=c10d" in script
-    assert '--rdzv_endpoint="$head_node:$port"' in script and '--rdzv_id="$SLURM_JOB_ID"' in script
+    assert '--rdzv_endpoint="$head_addr:$port"' in script and '--rdzv_id="$SLURM_JOB_ID"' in script
     assert "-m torch.distributed.run" in script
     assert "scontrol requeue" in script and "FTC_PREEMPTION_SIGNAL=USR2" in script
     subprocess.run(["bash", "-n", str(folder / "job.sbatch")], check=True)

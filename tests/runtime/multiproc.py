@@ -68,12 +68,8 @@ def launch_env() -> dict[str, str]:
     return env
 
 
-def compile_and_run(
-    project: Path, spec: str, name: str, processes: int, *args: str, out: Path | None = None
-) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """Write `spec` as `<name>.yaml`, compile it for the local target and run its run.sh (torchrun for
-    several processes, plain python for one) with `args`; every rank must exit 0. Returns
-    (output folder, the run's completed process)."""
+def compile_local(project: Path, spec: str, name: str, processes: int) -> str:
+    """Write `spec` as `<name>.yaml` and compile it for the local target; returns its run.sh, relative to `project`."""
     (project / f"{name}.yaml").write_text(spec)
     compiled = subprocess.run(
         [sys.executable, "-m", "ftc.cli", "compile", f"{name}.yaml", "-t", "local", "-o", f"build-{name}"],
@@ -82,6 +78,16 @@ def compile_and_run(
     assert compiled.returncode == 0, compiled.stderr[-3000:]
     script = (project / f"build-{name}" / "local" / "run.sh").read_text()
     assert ("--nproc_per_node 2" in script) == (processes == 2)
+    return f"build-{name}/local/run.sh"
+
+
+def compile_and_run(
+    project: Path, spec: str, name: str, processes: int, *args: str, out: Path | None = None
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """Write `spec` as `<name>.yaml`, compile it for the local target and run its run.sh (torchrun for
+    several processes, plain python for one) with `args`; every rank must exit 0. Returns
+    (output folder, the run's completed process)."""
+    compile_local(project, spec, name, processes)
     out = out or project / "runs" / name
     result = subprocess.run(
         ["bash", f"build-{name}/local/run.sh", "--output_dir", str(out), *args],

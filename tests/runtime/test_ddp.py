@@ -22,6 +22,7 @@ The learning rate of the first step is 0 (warmup), so the curves compare updates
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import subprocess
 import textwrap
@@ -89,3 +90,10 @@ def test_ddp_two_processes_match_one_process_with_the_same_batch(project: Path) 
             assert db.execute("select count(*) from runs").fetchone()[0] == 1
     assert result.stderr.count("x 2 process(es)") == 1  # the console's info lines come from rank 0 alone
     assert result.stderr.count("validation after training") == 1
+
+    # where each rank ran: metrics.json's "ranks" (gathered to rank 0) and one log line per rank
+    host = socket.gethostname()
+    assert m1["ranks"] == [{"rank": 0, "local_rank": 0, "node": host, "hostname": host}]
+    assert m2["ranks"] == [{"rank": r, "local_rank": r, "node": host, "hostname": host} for r in (0, 1)]
+    log = (ddp / "ftc_runtime.log").read_text()
+    assert all(f"rank {r} of 2 on node {host} (host {host}, local rank {r})" in log for r in (0, 1))

@@ -174,6 +174,21 @@ def test_checkpoint_problems_without_training(tmp_path: Path) -> None:
     assert "half-written" in checkpoint_problem(tmp_path / "checkpoint-7")
     assert last_good_checkpoint(tmp_path) == good
 
+    # two processes: rank 0 writes trainer_state.json without waiting; rank 1 killed before its RNG state
+    for ckpt in (good, bad):
+        torch.save({"cpu": torch.zeros(1)}, str(ckpt / "rng_state_0.pth"))
+    (bad / "scheduler.pt").write_bytes((good / "scheduler.pt").read_bytes())
+    assert checkpoint_problem(bad) is None  # the number of processes not given: not checked
+    assert checkpoint_problem(bad, world_size=2) == (
+        "no rng_state_1.pth and no ftc_run_identity.json (half-written: rank 1 did not finish saving its part)"
+    )
+    assert last_good_checkpoint(tmp_path, world_size=2) is None  # good lacks rank 1's too
+    torch.save({"cpu": torch.zeros(1)}, str(good / "rng_state_1.pth"))
+    assert last_good_checkpoint(tmp_path, world_size=2) == good
+    (bad / "ftc_run_identity.json").write_text("{}")  # written after every rank saved (the part is on another node)
+    assert checkpoint_problem(bad, world_size=2) is None
+    assert checkpoint_problem(bad, world_size=1) is None
+
 
 # --------------------------------------------------------------------------- cadence and rotation
 

@@ -115,6 +115,10 @@ CASES: dict[str, tuple[str, str]] = {
         "checkpointing:\n  output_dir: s3://bucket/runs\n",
         "checkpointing:\n  output_dir: s3://bucket/runs\nenv:\n  secrets: [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY]\n",
     ),
+    "FTC166": (
+        "checkpointing:\n  output_dir: /mnt/local_storage/runs\nresources:\n  nodes: 2\n",
+        "checkpointing:\n  output_dir: /mnt/local_storage/runs\nresources:\n  nodes: 1\n",
+    ),
     "FTC170": (
         "data:\n  train_file_path: data/train.jsonl\n  validation_file_path: data/validation.jsonl\n  streaming: true\n",
         "data:\n  train_file_path: data/train.jsonl\n  validation_file_path: data/validation.jsonl\n  streaming: true\n"
@@ -257,3 +261,28 @@ def test_causal_lm_model_maximum_that_is_huge_is_warned(write_spec: Callable[...
     assert "FTC135" not in rules(text, "default.yaml")  # the default is 4096
     huge = rules(text.replace("data:\n", "data:\n  max_seq_length: -1\n"), "all.yaml")["FTC135"]
     assert huge.severity == "warning" and "packed rows of 131072 tokens" in huge.message
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ("checkpointing:\n  output_dir: /tmp/runs\n", "checkpointing.output_dir"),
+        ("checkpointing:\n  output_dir: /dev/shm/x/../runs\n", "checkpointing.output_dir"),
+        ("checkpointing:\n  output_dir: runs\n", None),  # relative: the spec's folder, shared under SLURM
+        ("checkpointing:\n  output_dir: runs\ntargets:\n  enabled: [ray]\n", "checkpointing.output_dir"),
+        ("checkpointing:\n  output_dir: /tmpfiles/runs\ntargets:\n  enabled: [ray]\n", None),
+        ("checkpointing:\n  output_dir: s3://bucket/runs\ntargets:\n  enabled: [ray]\n", None),
+        # under Ray the checkpoints are restored from storage_path: a shared one makes a node-local output_dir safe
+        ("checkpointing:\n  output_dir: /mnt/local_storage/out\ntargets:\n  ray:\n    storage_path: /shared/ray\n", None),
+        ("checkpointing:\n  output_dir: /shared/out\ntargets:\n  ray:\n    storage_path: ray_runs\n", "targets.ray.storage_path"),
+        ("checkpointing:\n  output_dir: /shared/out\ntargets:\n  ray:\n    storage_path: /var/tmp/ray\n", "targets.ray.storage_path"),
+    ],
+)
+def test_node_local_checkpoints_of_a_multi_node_job(
+    write_spec: Callable[..., Path], tmp_path: Path, extra: str, key: str | None
+) -> None:
+    workspace(tmp_path)
+    found = [f for f in run_rules(load_resolved(write_spec(MINIMAL + "resources:\n  nodes: 2\n" + extra))) if f.rule == "FTC166"]
+    assert [f.key for f in found] == ([key] if key else [])
+    if key:
+        assert found[0].severity == "warning" and "a resume on other nodes" in found[0].message and "finds none" in found[0].message

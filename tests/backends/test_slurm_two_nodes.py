@@ -81,15 +81,9 @@ def test_rendezvous_at_the_first_nodes_address(write_spec: Callable[..., Path], 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The tiny classifier with dropout 0 (its masks would differ between the runs) and 240 + 60 rows."""
-    from tests.runtime.tiny import make_classification_data, make_tiny_classifier
+    from tests.runtime.tiny import make_dropout_free_classification
 
-    root = tmp_path_factory.mktemp("two-node-assets")
-    model = make_tiny_classifier(root / "model")
-    config = json.loads((model / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
-    (model / "config.json").write_text(json.dumps(config))
-    make_classification_data(root / "data", n_train=240, n_val=60, seed=0)
-    return model, root / "data"
+    return make_dropout_free_classification(tmp_path_factory.mktemp("two-node-assets"))
 
 
 @pytest.fixture(scope="module")

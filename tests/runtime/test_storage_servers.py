@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.runtime.conftest import TINY_SPEC
+from tests.runtime.test_training_loop import _stop_at
 from tests.services import Service, azurite_server, gcs_server, s3_server  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
@@ -43,19 +44,6 @@ def _put_folder(folder: Path, uri: str) -> None:
     if not fs.exists(bucket):
         fs.mkdir(bucket)
     storage.upload_folder(folder, uri)
-
-
-def _stop_at(n: int):
-    """Stop with a checkpoint after optimizer step n, as a killed job would have left it."""
-    from transformers import TrainerCallback
-
-    class Stop(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == n:
-                control.should_save = True
-                control.should_training_stop = True
-
-    return Stop()
 
 
 @pytest.fixture

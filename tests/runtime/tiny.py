@@ -144,3 +144,14 @@ def make_classification_data(
     train = write_jsonl(folder / "train.jsonl", classification_rows(n_train, seed, labels))
     val = write_jsonl(folder / "validation.jsonl", classification_rows(n_val, seed + 10_000, labels))
     return train, val
+
+
+def make_dropout_free_classification(root: Path) -> tuple[Path, Path]:
+    """The tiny classifier with dropout 0 (its masks would differ between runs compared step by step) and
+    240 training / 60 validation rows: the model and data folders under `root`."""
+    model = make_tiny_classifier(root / "model")
+    config = json.loads((model / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
+    (model / "config.json").write_text(json.dumps(config))
+    make_classification_data(root / "data", n_train=240, n_val=60, seed=0)
+    return model, root / "data"

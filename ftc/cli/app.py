@@ -182,6 +182,51 @@ def explain(spec: SpecArgument, set_: SetOption = None) -> None:
         typer.echo(line)
 
 
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="The other tool's config file.", show_default=False)],
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="The tool the file is for: anyscale (LLMForge YAML), llama-recipes, axolotl or azureml. "
+            "Left out: the file's own keys say which.",
+        ),
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the spec here instead of to stdout.")] = None,
+) -> None:
+    """Convert another tool's finetune config into an ftc spec that trains as that tool would.
+
+    Every value is written on its own line with where it came from as a comment (`# learning_rate`,
+    `# LLMForge default ...`); settings with no ftc equivalent are listed in a comment block at the end and
+    as warnings. The spec is checked (schema and lint rules) before it is written; nothing is written when
+    it fails. Exit 0 when written, 1 when the result fails lint, 2 when the file cannot be imported (a
+    value the tool itself refuses names the setting and the values it accepts).
+    """
+    from ftc.cli.importing import checked_spec_text
+    from ftc.importers import find_importer
+
+    try:
+        imported = find_importer(path, source).convert(path)
+        text = checked_spec_text(imported, output, on_warning=_warn)
+    except FtcError as exc:
+        raise _fail(exc) from None
+    for warning in imported.warnings:
+        _warn(warning)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        partial = output.with_name(f".{output.name}.partial")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(output)
+    except OSError as exc:
+        typer.echo(f"error: {output}: cannot be written: {exc.strerror or exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{output}: imported from {path} ({imported.tool})", err=True)
+
+
 @app.command()
 def docs(
     task: Annotated[str | None, typer.Option("--task", help="Tables for one task, in the Azure ML component layout.")] = None,

@@ -232,6 +232,9 @@ def docs(
     task: Annotated[str | None, typer.Option("--task", help="Tables for one task, in the Azure ML component layout.")] = None,
     rules: Annotated[bool, typer.Option("--rules", help="The lint rules: id, severity and what each checks.")] = False,
     target: Annotated[str | None, typer.Option("--target", help="The page of one target, with a worked example.")] = None,
+    source: Annotated[
+        str | None, typer.Option("--source", help="The page of one tool `ftc import` reads: its names and defaults.")
+    ] = None,
     format_: Annotated[
         str,
         typer.Option(
@@ -248,6 +251,9 @@ def docs(
 
     if rules:
         typer.echo(spec_docs.render_rules(), nl=False)
+        return
+    if source is not None:
+        _source_docs(source)
         return
     if target is not None:
         from ftc.compiler.target_docs import render_target_docs
@@ -278,6 +284,17 @@ def docs(
         typer.echo(f"error: unknown docs format {format_!r}; formats: {', '.join(['tables', *documented])}", err=True)
         raise typer.Exit(2)
     typer.echo(documented[format_], nl=False)
+
+
+def _source_docs(source: str) -> None:
+    """Print the page of one tool `ftc import` reads (the targets are registered: the schema has their sections)."""
+    from ftc.importers.docs import render_source_docs
+
+    try:
+        typer.echo(render_source_docs(source), nl=False)
+    except KeyError as exc:
+        typer.echo(f"error: {exc.args[0]}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -26,6 +26,7 @@ class Problem:
     location: Location
     key: str
     message: str
+    rule: str = ""  # the lint rule it is reported under when not the schema rule (FTC106: a secret)
 
     def __str__(self) -> str:
         key = f"{self.key}: " if self.key else ""

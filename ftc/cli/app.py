@@ -182,11 +182,59 @@ def explain(spec: SpecArgument, set_: SetOption = None) -> None:
         typer.echo(line)
 
 
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="The other tool's config file.", show_default=False)],
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="The tool the file is for: anyscale (LLMForge YAML), llama-recipes, axolotl or azureml. "
+            "Left out: the file's own keys say which.",
+        ),
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the spec here instead of to stdout.")] = None,
+) -> None:
+    """Convert another tool's finetune config into an ftc spec that trains as that tool would.
+
+    Every value is written on its own line with where it came from as a comment (`# learning_rate`,
+    `# LLMForge default ...`); settings with no ftc equivalent are listed in a comment block at the end and
+    as warnings. The spec is checked (schema and lint rules) before it is written; nothing is written when
+    it fails. Exit 0 when written, 1 when the result fails lint, 2 when the file cannot be imported (a
+    value the tool itself refuses names the setting and the values it accepts).
+    """
+    from ftc.cli.importing import checked_spec_text
+    from ftc.importers import find_importer
+
+    try:
+        imported = find_importer(path, source).convert(path)
+        text = checked_spec_text(imported, output, on_warning=_warn)
+    except FtcError as exc:
+        raise _fail(exc) from None
+    for warning in imported.warnings:
+        _warn(warning)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        partial = output.with_name(f".{output.name}.partial")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(output)
+    except OSError as exc:
+        typer.echo(f"error: {output}: cannot be written: {exc.strerror or exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{output}: imported from {path} ({imported.tool})", err=True)
+
+
 @app.command()
 def docs(
     task: Annotated[str | None, typer.Option("--task", help="Tables for one task, in the Azure ML component layout.")] = None,
     rules: Annotated[bool, typer.Option("--rules", help="The lint rules: id, severity and what each checks.")] = False,
     target: Annotated[str | None, typer.Option("--target", help="The page of one target, with a worked example.")] = None,
+    source: Annotated[
+        str | None, typer.Option("--source", help="The page of one tool `ftc import` reads: its names and defaults.")
+    ] = None,
     format_: Annotated[
         str,
         typer.Option(
@@ -203,6 +251,9 @@ def docs(
 
     if rules:
         typer.echo(spec_docs.render_rules(), nl=False)
+        return
+    if source is not None:
+        _source_docs(source)
         return
     if target is not None:
         from ftc.compiler.target_docs import render_target_docs
@@ -233,6 +284,17 @@ def docs(
         typer.echo(f"error: unknown docs format {format_!r}; formats: {', '.join(['tables', *documented])}", err=True)
         raise typer.Exit(2)
     typer.echo(documented[format_], nl=False)
+
+
+def _source_docs(source: str) -> None:
+    """Print the page of one tool `ftc import` reads (the targets are registered: the schema has their sections)."""
+    from ftc.importers.docs import render_source_docs
+
+    try:
+        typer.echo(render_source_docs(source), nl=False)
+    except KeyError as exc:
+        typer.echo(f"error: {exc.args[0]}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

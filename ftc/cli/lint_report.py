@@ -42,7 +42,7 @@ def lint_file(path: Path, overrides: list[str], targets: list[str] | None = None
         return result
     except SpecError as exc:
         for p in exc.problems:
-            result.findings.append(_masked(p.location, SCHEMA_RULE, "error", p.key, p.message))
+            result.findings.append(_masked(p.location, p.rule or SCHEMA_RULE, "error", p.key, p.message))
         return result
     plans = [plan_for(resolved, t, Path(".")) for t in expand_targets(targets or [], resolved)]
     for f in findings_for(resolved, plans):

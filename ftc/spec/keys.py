@@ -8,6 +8,7 @@ import functools
 from pydantic import BaseModel
 
 from ftc.spec.fields import names_of
+from ftc.spec.foreign import FOREIGN_NAMES
 from ftc.spec.model import SECTION_ALIASES, SpecBase, parameter_sections, spec_model
 
 
@@ -58,6 +59,9 @@ def suggest(path: tuple[str | int, ...]) -> str:
     home = leaf_index().get(key)
     if home and (not parent or parent[0] != home[0]):
         return f"did you mean {home[0]}.{home[1]}? ({key} belongs in the {home[0]} section)"
+    foreign = foreign_hint(key, tuple(str(p) for p in parent))
+    if foreign:
+        return foreign
     if close:
         return f"did you mean {close[0]}?"
     elsewhere = difflib.get_close_matches(key, list(leaf_index()), n=1, cutoff=0.8)
@@ -69,6 +73,16 @@ def suggest(path: tuple[str | int, ...]) -> str:
     return ""
 
 
+def foreign_hint(key: str, parent: tuple[str, ...] = ()) -> str:
+    """"did you mean" for another tool's name (FOREIGN_NAMES), relative to the section `parent`, or ""."""
+    if key not in FOREIGN_NAMES:
+        return ""
+    dotted, how = FOREIGN_NAMES[key]
+    prefix = ".".join(parent) + "." if parent else ""
+    target = dotted.removeprefix(prefix) if prefix and dotted.startswith(prefix) else dotted
+    return f"did you mean {target}? ({key} is another tool's name" + (f"; {how})" if how else ")")
+
+
 def split_override_key(dotted: str) -> tuple[str, ...]:
     """`training.learning_rate` -> its path; a bare leaf (`learning_rate`) gets its section."""
     parts = tuple(p for p in dotted.split("."))
@@ -77,4 +91,4 @@ def split_override_key(dotted: str) -> tuple[str, ...]:
     return parts
 
 
-__all__ = ["accepted_names", "leaf_index", "model_at", "split_override_key", "suggest"]
+__all__ = ["accepted_names", "foreign_hint", "leaf_index", "model_at", "split_override_key", "suggest"]

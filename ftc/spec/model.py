@@ -8,12 +8,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, create_model, model_validator
 
 from ftc.spec import sections as s
-from ftc.spec.fields import TASKS, Section, param
+from ftc.spec.fields import TASKS, Section, names_of, param
 
 Task = Literal[TASKS]  # type: ignore[valid-type]
 
 # Whole sections accepted under the names other systems give them.
 SECTION_ALIASES = {"lora_config": "lora", "fsdp_config": "fsdp"}
+# (section, switch, the keys that imply it: any key when empty), as another tool means them: Anyscale turns
+# LoRA on with a lora_config block of LoRA settings, LLMForge turns DeepSpeed on with deepspeed.config_path
+# (the Azure ML name deepspeed.deepspeed keeps needing apply_deepspeed: FTC103).
+IMPLIED_SWITCHES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("lora", "apply_lora", ()),
+    ("deepspeed", "apply_deepspeed", ("config_path",)),
+)
 # Target-only settings accepted in resources (where the systems ftc reads keep them), and the target whose section
 # holds them: they are moved there before validation, and lint rule FTC148 notes it.
 MOVED_TO_TARGETS = {
@@ -74,9 +81,7 @@ class SpecBase(Section):
                 if section in data:
                     raise ValueError(f"{alias} and {section} name the same section: keep one")
                 data[section] = data.pop(alias)
-                if alias == "lora_config" and isinstance(data[section], dict):
-                    # Anyscale: a lora_config block means LoRA is on.
-                    data[section] = {"apply_lora": True, **data[section]}
+        _imply_switches(data)
         if isinstance(data.get("targets"), list):
             data["targets"] = {"enabled": data["targets"]}
         _move_to_targets(data)
@@ -85,6 +90,19 @@ class SpecBase(Section):
             if value is not None and not isinstance(value, (dict, list)):
                 data[section] = {key: value}
         return data
+
+
+def _imply_switches(data: dict[str, Any]) -> None:
+    """Turn on what another tool's spelling means is on (in place, copies), unless the switch is written under
+    any of its names: a LoRA section with LoRA settings (Anyscale `lora_config`, or the same keys under `lora`)
+    turns LoRA on, and LLMForge's `deepspeed.config_path` turns DeepSpeed on with that file."""
+    for section, switch, trigger in IMPLIED_SWITCHES:
+        block = data.get(section)
+        names = names_of(switch, parameter_sections()[section].model_fields[switch])
+        if not isinstance(block, dict) or any(name in block for name in names):
+            continue
+        if any(key in block for key in trigger) if trigger else block:
+            data[section] = {switch: True, **block}
 
 
 def _move_to_targets(data: dict[str, Any]) -> None:

@@ -8,10 +8,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from ftc.errors import Problem, SpecError
-from ftc.spec.keys import suggest
+from ftc.spec.foreign import FOREIGN_NAMES, secret_env, task_hint
+from ftc.spec.keys import accepted_names, foreign_hint, leaf_index, suggest
 from ftc.spec.loader import SourceDoc
 from ftc.spec.model import SECTION_ALIASES, SpecBase, spec_model
-from ftc.spec.rules import RULES, UNSILENCEABLE
+from ftc.spec.rules import RULES, SECRET_RULE, UNSILENCEABLE
 from ftc.spec.secrets import mask_secrets
 from ftc.spec.sections import METRICS
 
@@ -23,7 +24,7 @@ def validate_spec(doc: SourceDoc) -> SpecBase:
     try:
         spec = spec_model().model_validate(doc.data)
     except ValidationError as exc:
-        raise SpecError([_problem(err, doc) for err in exc.errors()]) from None
+        raise SpecError(_schema_problems(exc.errors(), doc)) from None
     found = _cross_checks(spec) + _ignore_checks(spec)
     problems = [Problem(doc.locate(path), mask_secrets(_dotted(path)), mask_secrets(msg)) for path, msg in found]
     if problems:
@@ -78,12 +79,31 @@ def rule_ids() -> set[str]:
     return set(RULES).union(*(target.rules for target in targets().values()))
 
 
-def _problem(err: Any, doc: SourceDoc) -> Problem:
-    path = _source_path(tuple(err["loc"]), doc)
+def _schema_problems(errors: list[Any], doc: SourceDoc) -> list[Problem]:
+    """One problem per pydantic error; a credential key of another tool is a leaked secret (FTC106), and
+    unknown top-level keys (another tool's flat file) are reported together, by the section they belong in."""
+    problems: list[Problem] = []
+    top_level: list[str] = []
+    for err in errors:
+        path = _source_path(tuple(err["loc"]), doc)
+        if err["type"] == "extra_forbidden":
+            problems += _foreign_secrets(path, err.get("input"), doc)
+            if secret_env(str(path[-1])):
+                continue
+            if len(path) == 1:
+                top_level.append(str(path[0]))
+                continue
+        problems.append(_problem(err, path, doc))
+    if len(top_level) == 1:
+        key = top_level[0]
+        return [*problems, Problem(doc.locate((key,)), mask_secrets(key), mask_secrets(_unknown(suggest((key,)))))]
+    return [*problems, *_unknown_top_level(top_level, doc)]
+
+
+def _problem(err: Any, path: tuple[Any, ...], doc: SourceDoc) -> Problem:
     kind = err["type"]
     if kind == "extra_forbidden":
-        hint = suggest(path)
-        message = "unknown key" + (f"; {hint}" if hint else "")
+        message = _unknown(suggest(path))
     elif kind == "missing":
         message = "is required"
     else:
@@ -91,7 +111,69 @@ def _problem(err: Any, doc: SourceDoc) -> Problem:
         value = err.get("input")
         if not isinstance(value, (dict, list)) and kind != "value_error":
             message += f" (got {mask_secrets(repr(value))[:80]})"
+        hint = task_hint(value) if path == ("task",) else foreign_hint(str(path[-1])) if len(path) == 1 else ""
+        message += f"; {hint}" if hint else ""
     return Problem(doc.locate(path), mask_secrets(_dotted(path)), mask_secrets(message))
+
+
+def _unknown_top_level(keys: list[str], doc: SourceDoc) -> list[Problem]:
+    """Unknown top-level keys, one problem per section they belong in (and one for those with no home), each
+    at its first key and listing every key with its line: a flat file of another tool gives a few errors."""
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        groups.setdefault(_destination(key)[0].split(".")[0], []).append(key)
+    problems = []
+    for section, names in groups.items():
+        listed = ", ".join(_listed(name, doc) for name in names)
+        one = len(names) == 1
+        if section:
+            verb = "key at the top level that belongs" if one else "keys at the top level that belong"
+            message = f"unknown {verb} in the {section} section: {listed}"
+        else:
+            known = ", ".join(sorted(n for n in accepted_names(spec_model()) if n in spec_model().model_fields))
+            message = f"unknown key{'' if one else 's'}, no ftc parameter: {listed}; known keys here: {known}"
+        problems.append(Problem(doc.locate((names[0],)), mask_secrets(names[0]), mask_secrets(message)))
+    if len(keys) >= 3:
+        first = problems[0]
+        note = "; a whole config of another tool (Axolotl, LLMForge, llama-recipes) is converted by `ftc import`"
+        problems[0] = Problem(first.location, first.key, first.message + note)
+    return problems
+
+
+def _destination(key: str) -> tuple[str, str]:
+    """(the dotted key that a top-level `key` stands for, how its value changes), or ("", "")."""
+    home = leaf_index().get(key)
+    if home:
+        return f"{home[0]}.{home[1]}", ""
+    return FOREIGN_NAMES.get(key, ("", ""))
+
+
+def _listed(key: str, doc: SourceDoc) -> str:
+    """`key (line N) -> section.name (how)` for the grouped message."""
+    dotted, how = _destination(key)
+    where = doc.locate((key,))
+    text = f"{key} (line {where.line})" if where.line is not None else f"{key} ({where.file})"
+    return text + (f" -> {dotted}" if dotted else "") + (f" ({how})" if how else "")
+
+
+def _unknown(hint: str) -> str:
+    return "unknown key" + (f"; {hint}" if hint else "")
+
+
+def _foreign_secrets(path: tuple[Any, ...], value: Any, doc: SourceDoc) -> list[Problem]:
+    """FTC106 for each credential key of another tool at `path` or inside its (unknown) value."""
+    found = []
+    if path and secret_env(str(path[-1])):
+        env = secret_env(str(path[-1]))
+        message = (
+            f"holds a credential ({path[-1]} is another tool's key for {env}): a spec never holds secrets; "
+            f"remove it, set {env} in the environment and list it in env.secrets"
+        )
+        found.append(Problem(doc.locate(path), mask_secrets(_dotted(path)), mask_secrets(message), SECRET_RULE))
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            found += _foreign_secrets((*path, key), inner, doc)
+    return found
 
 
 def _source_path(loc: tuple[Any, ...], doc: SourceDoc) -> tuple[Any, ...]:

@@ -47,7 +47,7 @@ def lint(*args: str) -> tuple[int, str]:
 
 def test_lint_exit_codes(write_spec: Callable[..., Path]) -> None:
     clean = write_spec()
-    warning = write_spec(MINIMAL + "lora:\n  merge_lora_weights: false\n", name="warn.yaml")
+    warning = write_spec(MINIMAL + "lora:\n  merge_lora_weights: false\n  apply_lora: false\n", name="warn.yaml")
     error = write_spec(MINIMAL + "ort:\n  apply_ort: true\n", name="err.yaml")
     unreadable = write_spec("task: [", name="broken.yaml")
     assert lint(str(clean))[0] == 0
@@ -92,7 +92,7 @@ def test_lint_flags_literal_tokens_and_explain_masks_them(write_spec: Callable[.
 
 
 def test_lint_ignore_silences_a_rule(write_spec: Callable[..., Path]) -> None:
-    spec = write_spec(MINIMAL + "lora:\n  merge_lora_weights: false\nlint:\n  ignore:\n    FTC102: kept for the azureml target\n")
+    spec = write_spec(MINIMAL + "lora:\n  merge_lora_weights: false\n  apply_lora: false\nlint:\n  ignore:\n    FTC102: kept for the azureml target\n")
     code, out = lint("--strict", str(spec))
     assert code == 0 and "FTC102" not in out
 

@@ -23,7 +23,7 @@ runner = CliRunner()
 
 
 def test_sarif_report(write_spec: Callable[..., Path]) -> None:
-    spec = write_spec(MINIMAL + "ort:\n  apply_ort: true\nlora:\n  lora_r: 4\n")
+    spec = write_spec(MINIMAL + "ort:\n  apply_ort: true\nlora:\n  lora_r: 4\n  apply_lora: false\n")
     result = runner.invoke(app, ["lint", "--format", "sarif", str(spec)])
     assert result.exit_code == 1
     sarif = json.loads(result.output)

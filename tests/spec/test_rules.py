@@ -33,7 +33,7 @@ def _ds(name: str) -> str:
 # rule id -> (spec text appended to MINIMAL that triggers it, a variant that does not)
 CASES: dict[str, tuple[str, str]] = {
     "FTC101": ("evaluation:\n  evaluation_strategy: steps\n", "evaluation:\n  evaluation_strategy: steps\n  eval_steps: 10\n"),
-    "FTC102": ("lora:\n  lora_r: 4\n", "lora:\n  apply_lora: true\n  lora_r: 4\n"),
+    "FTC102": ("lora:\n  apply_lora: false\n  lora_r: 4\n", "lora:\n  apply_lora: true\n  lora_r: 4\n"),
     "FTC103": ("deepspeed:\n  deepspeed: ds.json\n", "deepspeed:\n  apply_deepspeed: true\n  deepspeed: ds.json\n"),
     "FTC104": ("tracking:\n  flop_counter: true\n  use_profiler: true\n", "tracking:\n  use_profiler: true\n"),
     "FTC105": ("training:\n  max_steps: 10\noptimizer:\n  warmup_steps: 10\n", "training:\n  max_steps: 10\noptimizer:\n  warmup_steps: 2\n"),
@@ -48,7 +48,7 @@ CASES: dict[str, tuple[str, str]] = {
     "FTC114": ("training:\n  max_steps: 3\ntracking:\n  flop_counter: true\n", "training:\n  max_steps: 4\ntracking:\n  flop_counter: true\n"),
     "FTC115": ("lora:\n  apply_lora: true\n  peft_method: prefix\n", "lora:\n  apply_lora: true\n  peft_method: llama_adapter\n"),
     "FTC116": ("precision:\n  quantization: 4bit\nresources:\n  device: cpu\n", "precision:\n  quantization: 4bit\nresources:\n  device: gpu\n"),
-    "FTC117": ("lora:\n  from_peft_checkpoint: adapter/\n", "lora:\n  apply_lora: true\n  from_peft_checkpoint: adapter/\n"),
+    "FTC117": ("lora:\n  apply_lora: false\n  from_peft_checkpoint: adapter/\n", "lora:\n  apply_lora: true\n  from_peft_checkpoint: adapter/\n"),
     "FTC118": ("fsdp:\n  sharding_strategy: NO_SHARD\n", "fsdp:\n  enable_fsdp: true\n  sharding_strategy: NO_SHARD\n"),
     "FTC119": (
         "precision:\n  use_fast_kernels: true\n  precision: 32\n",

@@ -1,0 +1,153 @@
+"""Azure ML finetune pipeline jobs imported: the spec lints clean and trains with the job's effective values.
+
+The expected values are computed here, apart from the importer: the finetune component defaults (the component
+docs' tables, /work/shared/seeds/001) overridden by the job's inputs, `${{parent.inputs.X}}` read from the
+pipeline's `inputs` (yaml.safe_load).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ftc.cli.app import app
+from ftc.compiler.build import load_resolved
+from ftc.importers import ImportFailed, find_importer
+from ftc.importers.azureml import IMPORTER
+
+FIXTURES = Path(__file__).parent / "fixtures" / "azureml"
+PIPELINES = ["text-generation-pipeline.yml", "news-summary-pipeline.yml"]
+runner = CliRunner()
+
+# The finetune component's defaults (seed 001's tables).
+COMPONENT_DEFAULTS: dict[str, Any] = {
+    "precision": "32", "merge_lora_weights": "true", "lora_alpha": 128, "lora_dropout": 0.0, "num_train_epochs": 1,
+    "per_device_train_batch_size": 1, "optim": "adamw_hf", "learning_rate": 2e-05,
+}
+# Component input -> the resolved ftc parameter that must hold its effective value.
+INPUTS = {
+    "mlflow_model_path": "model.model_selector_output",
+    "train_file_path": "data.train_file_path",
+    "validation_file_path": "data.validation_file_path",
+    "test_file_path": "data.test_file_path",
+    "text_key": "data.text_key",
+    "document_key": "data.source_key",
+    "summary_key": "data.target_key",
+    "number_of_gpu_to_use_finetuning": "resources.processes_per_node",
+    "num_train_epochs": "training.num_train_epochs",
+    "per_device_train_batch_size": "training.per_device_train_batch_size",
+    "per_device_eval_batch_size": "training.per_device_eval_batch_size",
+    "learning_rate": "optimizer.learning_rate",
+    "apply_lora": "lora.apply_lora",
+    "merge_lora_weights": "lora.merge_lora_weights",
+    "lora_alpha": "lora.lora_alpha",
+    "lora_dropout": "lora.lora_dropout",
+    "optim": "optimizer.optim",
+    "apply_deepspeed": "deepspeed.apply_deepspeed",
+    "precision": "precision.precision",
+    "compute_finetune": "targets.azureml.compute",
+}
+
+
+def _effective_inputs(source: Path) -> dict[str, Any]:
+    """The finetune step's inputs as Azure ML runs it: parent inputs resolved, data/model inputs as their path."""
+    job = yaml.safe_load(source.read_text())
+    (step,) = job["jobs"].values()
+    values = dict(COMPONENT_DEFAULTS)
+    for name, value in step["inputs"].items():
+        if isinstance(value, str) and value.strip().startswith("${{parent.inputs."):
+            value = job["inputs"][value.strip()[len("${{parent.inputs."):-2]]
+        values[name] = _path(source, value["path"]) if isinstance(value, dict) else value
+    return values
+
+
+def _path(source: Path, path: str) -> str:
+    """Azure ML uploads a local relative path from the pipeline file's folder; a URI is used as it is."""
+    return path if path.startswith("azureml:") else os.path.normpath(source.resolve().parent / path)
+
+
+def _as_ftc(value: Any) -> Any:
+    """A component input as ftc's resolved spec holds it: "true"/"false" as booleans, numbers as numbers."""
+    if value in ("true", "false"):
+        return value == "true"
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _resolved_value(spec: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        spec = getattr(spec, part)
+    return spec
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_the_imported_spec_trains_with_the_pipeline_effective_values(name: str, tmp_path: Path) -> None:
+    out = tmp_path / "spec.yaml"
+    result = runner.invoke(app, ["import", str(FIXTURES / name), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    lint = runner.invoke(app, ["lint", str(out), "-t", "azureml"])
+    assert lint.exit_code == 0 and "0 error(s)" in lint.stdout, lint.output
+    resolved = load_resolved(out).spec
+    for component_input, value in _effective_inputs(FIXTURES / name).items():
+        if component_input in INPUTS:
+            actual = _resolved_value(resolved, INPUTS[component_input])
+            expected = str(value) if component_input == "precision" else _as_ftc(value)  # ftc's precision is text
+            assert actual == expected, component_input
+    if resolved.task == "causal_lm":
+        assert resolved.data.batching_strategy == "padding"  # the components pad; ftc's causal_lm default packs
+    assert resolved.ort.apply_ort is False  # ftc cannot run ORT; listed as not imported
+
+
+def test_the_file_says_it_is_an_azure_ml_pipeline() -> None:
+    assert find_importer(FIXTURES / PIPELINES[0], None) is IMPORTER
+
+
+def test_settings_ftc_lacks_are_listed_with_their_reason_and_the_output_is_stable() -> None:
+    first = runner.invoke(app, ["import", str(FIXTURES / PIPELINES[0])])
+    assert first.exit_code == 0, first.output
+    assert first.stdout == runner.invoke(app, ["import", str(FIXTURES / PIPELINES[0])]).stdout
+    lines = first.stdout.splitlines()
+    assert "optimizer:" in lines and "  learning_rate: 2e-5  # inputs.learning_rate" in lines
+    assert any(line.startswith("#   ground_truth_key: summary  -- ") for line in lines)
+    assert any(line.startswith("#   apply_ort: 'true'  -- ftc cannot run ONNX Runtime") for line in lines)
+
+
+def test_a_component_default_that_differs_from_ftc_is_written_out(tmp_path: Path) -> None:
+    source = tmp_path / "job.yml"
+    precision_input = "      precision: ${{parent.inputs.precision}}\n"
+    source.write_text((FIXTURES / PIPELINES[0]).read_text().replace(precision_input, ""))
+    settings = {s.key: s for s in IMPORTER.convert(source).settings}
+    assert settings[("precision", "precision")].value == "32"
+    assert settings[("precision", "precision")].origin == "Azure ML component default precision: 32"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("${{parent.inputs.num_train_epochs}}", "${{parent.inputs.epochs}}",
+         r"job.yml:\d+:7: num_train_epochs: names parent input 'epochs', which `inputs` lacks"),
+        ("components/text_generation_pipeline/", "components/image_classification_pipeline/",
+         r"job.yml:\d+:1: jobs: no step calls a finetune component"),
+        ("      text_key: ${{parent.inputs.text_key}}\n", "      text_key: x\n      huggingface_id: gpt2\n",
+         r"job.yml:\d+:7: jobs.text_generation_pipeline.inputs.huggingface_id: gives model.model_selector_output "
+         r"again, after inputs.mlflow_model_path"),
+        ("  train_file_path: \n    type: uri_file\n    path:", "  train_file_path: \n    type: uri_file\n    where:",
+         r"job.yml:\d+:3: inputs.train_file_path: an input of type uri_file/uri_folder/mltable needs a path"),
+    ],
+)
+def test_a_bad_file_names_the_file_line_and_key(tmp_path: Path, old: str, new: str, message: str) -> None:
+    text = (FIXTURES / PIPELINES[0]).read_text()
+    assert old in text
+    source = tmp_path / "job.yml"
+    source.write_text(text.replace(old, new))
+    with pytest.raises(ImportFailed, match=message):
+        IMPORTER.convert(source)

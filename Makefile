@@ -46,6 +46,8 @@ docs: install
 	$(FTC) docs --rules > docs/rules.md
 	mkdir -p docs/targets
 	for t in $$($(FTC) targets | cut -d' ' -f1); do $(FTC) docs --target $$t > docs/targets/$$t.md; done
+	mkdir -p docs/import
+	for s in anyscale llama-recipes axolotl azureml; do $(FTC) docs --source $$s > docs/import/$$s.md; done
 
 clean:
 	rm -rf build runs

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ftc.importers.base import Imported, ImportFailed, ImportRefused, Key, read_yaml_source
+from ftc.importers.base import Converted, ImportFailed, ImportRefused, Imported, Key, read_yaml_source
 from ftc.spec.loader import SourceDoc
 
 TOOL = "Anyscale LLMForge"
@@ -68,6 +68,27 @@ NO_EQUIVALENT = {
     "prompt_format": CHAT_TEMPLATE,
     "dataset_size_scaling_factor": "an internal LLMForge flag",
     "logger": "ftc logs to MLflow, or W&B with tracking.use_wandb",
+}
+# Names converted in code rather than through a table above (the functions below), for `ftc docs --source`.
+CONVERTED: dict[str, Converted] = {
+    "task": Converted(("task",), "causal_lm and instruction_tuning are ftc's causal_lm; other tasks are refused"),
+    "lr_scheduler_type": Converted(("optimizer.lr_scheduler_type",), "linear or cosine"),
+    "padding": Converted(
+        ("data.pad_to_max_length", "data.batching_strategy"),
+        "longest: false, max_length: true; batches are padded, never packed",
+        PADDING,
+    ),
+    "lora_config": Converted(
+        ("lora.apply_lora", "lora.merge_lora_weights"), "LoRA on; the adapter is saved, not merged"
+    ),
+    "deepspeed": Converted(
+        ("deepspeed.apply_deepspeed", "deepspeed.deepspeed_stage"),
+        "config_path: the DeepSpeed JSON's stage, offload and precision",
+    ),
+    "num_devices": Converted(
+        ("resources.num_devices", "resources.nodes", "resources.processes_per_node"),
+        "with worker_resources' accelerator shape, nodes of its GPUs; else one GPU per worker",
+    ),
 }
 ACCELERATOR = re.compile(r"^accelerator_type:(?P<type>.+)$")
 SHAPE = re.compile(r"^anyscale/accelerator_shape:(?P<count>[0-9]+)x(?P<type>.+)$")

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ftc.importers.base import Imported, ImportFailed, ImportRefused, Key, read_yaml_source
+from ftc.importers.base import Converted, ImportFailed, ImportRefused, Imported, Key, read_yaml_source
 from ftc.spec.loader import SourceDoc
 
 TOOL = "Axolotl"
@@ -79,6 +79,43 @@ NO_EQUIVALENT = {
     "hub_model_id": "ftc does not push to the Hugging Face Hub",
     "model_type": "ftc loads the model with transformers' Auto classes",
     "tokenizer_type": "ftc loads the tokenizer with transformers' Auto classes",
+}
+# Names converted in code rather than through a table above (the functions below), for `ftc docs --source`.
+CONVERTED: dict[str, Converted] = {
+    "adapter": Converted(
+        ("lora.apply_lora", "lora.merge_lora_weights"), "lora or qlora; the adapter is saved, not merged"
+    ),
+    "load_in_4bit": Converted(("precision.quantization",), "with an adapter: QLoRA"),
+    "load_in_8bit": Converted(("precision.quantization",), "with an adapter: QLoRA"),
+    "val_set_size": Converted(("data.validation_split_ratio",), "0 evaluates nothing"),
+    "eval_strategy": Converted(("evaluation.evaluation_strategy",), "no evaluates nothing"),
+    "evals_per_epoch": Converted(("evaluation.evaluation_steps_interval",), "1 / evals_per_epoch"),
+    "eval_steps": Converted(("evaluation.eval_steps",), "an integer; a fraction is not imported"),
+    "datasets": Converted(("data.train_file_path",), "the first dataset's path; prompt formats are not imported"),
+    "sample_packing": Converted(("data.batching_strategy",), "true: packing, false: padding"),
+    "num_epochs": Converted(("training.num_train_epochs",), "whole epochs only"),
+    "lr_scheduler": Converted(("optimizer.lr_scheduler_type",), "the schedulers ftc runs"),
+    "optimizer": Converted(("optimizer.optim",), "8-bit and other special optimizers fall back to AdamW"),
+    "bf16": Converted(("precision.precision",), "true: bf16, auto: auto, false: 32 (with fp16)"),
+    "fp16": Converted(("precision.precision",), "true: fp16"),
+    "attn_implementation": Converted(("precision.use_fast_kernels",), "flash_attention_2/3 or sdpa"),
+    "flash_attention": Converted(("precision.use_fast_kernels",), ""),
+    "gradient_checkpointing": Converted(("precision.gradient_checkpointing",), "offload variants checkpoint"),
+    "torch_compile": Converted(("precision.torch_compile",), ""),
+    "deepspeed": Converted(("deepspeed.apply_deepspeed", "deepspeed.deepspeed"), "a DeepSpeed JSON path"),
+    "fsdp_config": Converted(("fsdp.enable_fsdp",), "its offload, resharding and state dict keys map one to one"),
+    "fsdp": Converted(("fsdp.enable_fsdp", "fsdp.sharding_strategy"), "the deprecated list form"),
+    "early_stopping_patience": Converted(
+        ("early_stopping.apply_early_stopping", "early_stopping.early_stopping_patience"), ""
+    ),
+    "logging_steps": Converted(("tracking.logging_strategy", "tracking.logging_steps"), ""),
+    "wandb_project": Converted(("tracking.use_wandb", "tracking.wandb_config.project"), "turns W&B on"),
+    "wandb_entity": Converted(("tracking.wandb_config.entity",), ""),
+    "wandb_mode": Converted(("tracking.wandb_config.mode",), ""),
+    **{
+        name: Converted((), "ftc sets no other W&B option")
+        for name in ("wandb_name", "wandb_watch", "wandb_log_model", "wandb_run_id")
+    },
 }
 
 

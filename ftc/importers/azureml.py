@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ftc.importers.base import Imported, ImportFailed, Key, read_yaml_source
+from ftc.importers.base import Imported, ImportFailed, Key, ftc_defaults, read_yaml_source
 from ftc.spec.keys import leaf_index
 from ftc.spec.loader import SourceDoc
 
@@ -27,20 +27,42 @@ TASKS = {
     "translation": "translation",
 }
 COMPONENT = re.compile(r"(?:^|[/:])(?P<task>" + "|".join(TASKS) + r")_(?:pipeline|finetune)(?:$|[/:@])")
-# The finetune components' defaults (seed 001's tables) that differ from ftc's for the task: written out when
-# the job leaves them out. ftc's causal_lm defaults follow llama-recipes and LLMForge, Azure ML's do not.
-DEFAULTS: dict[str, Any] = {"precision": "32"}
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "causal_lm": {
-        "num_train_epochs": 1,
-        "per_device_train_batch_size": 1,
-        "optim": "adamw_hf",
-        "learning_rate": 2e-05,
-        "lora_alpha": 128,
-        "lora_dropout": 0.0,
-        "batching_strategy": "padding",  # the components pad each example (HF Trainer); they never pack
-    },
+# The finetune pipeline components' input defaults (azureml-assets 4b41f8cc,
+# assets/training/finetune_acft_hf_nlp/components/pipeline_components/<task>/spec.yaml, text_generation_pipeline
+# 0.0.80; the other tasks' differ only as in FAMILY_DEFAULTS), as the component writes them. Where one differs from
+# ftc's default for the task, the import writes it out. The step placement inputs (compute_*, instance_type_*,
+# shm_size_finetune) are left out: ftc runs on serverless compute by default and sizes the VM from the GPUs asked
+# for (the component's default VM, Standard_nc24rs_v3, is a retired V100 size).
+COMPONENT_DEFAULTS: dict[str, Any] = {
+    "num_nodes_finetune": 1, "number_of_gpu_to_use_finetuning": 1, "batch_size": 1000, "pad_to_max_length": "false",
+    "max_seq_length": -1, "apply_lora": "false", "merge_lora_weights": "true", "lora_alpha": 128, "lora_r": 8,
+    "lora_dropout": 0.0, "num_train_epochs": 1, "max_steps": -1, "per_device_train_batch_size": 1,
+    "per_device_eval_batch_size": 1, "auto_find_batch_size": "false", "optim": "adamw_torch", "learning_rate": 2e-05,
+    "warmup_steps": 0, "weight_decay": 0.0, "adam_beta1": 0.9, "adam_beta2": 0.999, "adam_epsilon": "1e-8",
+    "gradient_accumulation_steps": 1, "eval_accumulation_steps": -1, "lr_scheduler_type": "linear", "precision": "32",
+    "seed": 42, "enable_full_determinism": "false", "dataloader_num_workers": 0, "ignore_mismatched_sizes": "true",
+    "max_grad_norm": 1.0, "evaluation_strategy": "epoch", "evaluation_steps_interval": 0.0, "eval_steps": 500,
+    "logging_strategy": "steps", "logging_steps": 10, "metric_for_best_model": "loss", "resume_from_checkpoint": "false",
+    "save_total_limit": -1, "apply_early_stopping": "false", "early_stopping_patience": 1,
+    "early_stopping_threshold": 0.0, "apply_deepspeed": "false", "deepspeed_stage": "2", "apply_ort": "false",
 }
+# Where a task's pipeline component differs from text_generation's.
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "chat_completion": {"ignore_mismatched_sizes": "false"},
+    "question_answering": {"doc_stride": 128, "max_answer_length_in_tokens": 30, "n_best_size": 20},
+}
+# How the components train where ftc's default for the task differs, though no input sets it: the ftc key, value
+# and why. They pad each example (HF Trainer's collator); ftc's causal_lm default packs.
+BEHAVIOUR: dict[Key, tuple[Any, str]] = {
+    ("data", "batching_strategy"): ("padding", "Azure ML components pad each example; they never pack"),
+}
+# Component values that ftc writes another way: eval_accumulation_steps -1 "will be passed as None".
+SAME_AS = {("eval_accumulation_steps", -1): None}
+# The components' inputs without a default (data, model and the task's columns), for `ftc docs --source azureml`.
+INPUTS_WITHOUT_DEFAULT = (
+    "huggingface_id", "pytorch_model_path", "mlflow_model_path", "train_file_path", "validation_file_path",
+    "test_file_path", "text_key", "deepspeed",
+)
 # Inputs whose ftc key is not the component input's own name.
 RENAMED: dict[str, Key] = {
     "mlflow_model_path": ("model", "model_selector_output"),
@@ -68,6 +90,8 @@ NO_EQUIVALENT = {
 PARENT = re.compile(r"^\$\{\{\s*parent\.inputs\.(?P<name>[A-Za-z0-9_]+)\s*\}\}$")
 URI = re.compile(r"^(azureml:|[A-Za-z][A-Za-z0-9+.-]*://)")
 BOOLEAN_TEXT = {"true": True, "false": False}
+NUMBER = re.compile(r"^-?[0-9.]+(e-?[0-9]+)?$", re.IGNORECASE)
+TEXT_NUMBERS = ("precision", "deepspeed_stage")  # enums of numbers written as text, as ftc's schema keeps them
 
 
 class AzuremlImporter:
@@ -91,10 +115,55 @@ class AzuremlImporter:
         for name, value in inputs.items():
             where, resolved = _resolve(doc, step, name, value)
             _convert_input(doc, out, where, name, resolved)
-        for name, value in {**DEFAULTS, **TASK_DEFAULTS.get(TASKS[task], {})}.items():
-            if name not in inputs:
-                out.set(leaf_index()[name], value, f"{DEFAULT} {name}: {value}")
+        for name, value in component_defaults(task).items():
+            if name not in inputs and name not in NO_EQUIVALENT and _differs(name, value, TASKS[task]):
+                out.set(_required_key(name), ftc_value(name, value), f"{DEFAULT} {name}: {value}")
+        for key, (value, why) in BEHAVIOUR.items():
+            if ftc_defaults(TASKS[task])[".".join(key)] != value and all(s.key != key for s in out.settings):
+                out.set(key, value, why)
         return out
+
+
+def component_defaults(family: str) -> dict[str, Any]:
+    """The input defaults of the `family` finetune pipeline component (text_generation, ...)."""
+    return {**COMPONENT_DEFAULTS, **FAMILY_DEFAULTS.get(family, {})}
+
+
+def ftc_value(name: str, value: Any) -> Any:
+    """A component input value as ftc takes it: "true"/"false" as booleans, a number written as text as a number."""
+    if (name, value) in SAME_AS:
+        return SAME_AS[name, value]
+    if isinstance(value, str) and value.lower() in BOOLEAN_TEXT:
+        return BOOLEAN_TEXT[value.lower()]
+    if isinstance(value, str) and NUMBER.match(value) and name not in TEXT_NUMBERS:
+        return float(value) if any(c in value for c in ".eE") else int(value)
+    return value
+
+
+def doc_names() -> dict[str, str]:
+    """Every input of the finetune pipeline components that ftc runs -> its ftc key (`ftc docs --source`)."""
+    names = [*COMPONENT_DEFAULTS, *(n for d in FAMILY_DEFAULTS.values() for n in d), *RENAMED, *INPUTS_WITHOUT_DEFAULT]
+    return {name: ".".join(_required_key(name)) for name in names if name not in NO_EQUIVALENT}
+
+
+def doc_defaults() -> dict[str, Any]:
+    """The text_generation component's defaults as ftc takes them (`ftc docs --source` lists those that differ)."""
+    return {
+        name: ftc_value(name, value) for name, value in component_defaults("text_generation").items()
+        if name not in NO_EQUIVALENT
+    }
+
+
+def _differs(name: str, value: Any, task: str) -> bool:
+    """Whether the component default differs from ftc's default for `task`."""
+    return ftc_value(name, value) != ftc_defaults(task)[".".join(_required_key(name))]
+
+
+def _required_key(name: str) -> Key:
+    key = _key(name)
+    if key is None:
+        raise KeyError(f"component input {name} has no ftc key; list it in NO_EQUIVALENT")
+    return key
 
 
 def _finetune_step(doc: SourceDoc) -> tuple[str, str]:
@@ -147,8 +216,8 @@ def _convert_input(doc: SourceDoc, out: Imported, where: Key, name: str, value: 
         if not isinstance(path, str) or not path:
             raise ImportFailed(doc.locate(where), origin, "an input of type uri_file/uri_folder/mltable needs a path")
         value = _local_path(doc, path)
-    elif isinstance(value, str) and value.lower() in BOOLEAN_TEXT:
-        value = BOOLEAN_TEXT[value.lower()]
+    else:
+        value = ftc_value(name, value)
     key = _key(name)
     if key is None:
         out.skip(name, value, "no ftc equivalent")

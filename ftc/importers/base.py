@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from ftc.errors import FtcError, Location
 import yaml
 
+from ftc.errors import FtcError, Location
+from ftc.spec.docs import default_value, iter_params
 from ftc.spec.loader import MAX_DEPTH, MAX_NODES, SourceDoc, read_spec_bytes
 
 Key = tuple[str, ...]
@@ -52,6 +54,22 @@ class Imported:
         """Record a source setting that has no ftc equivalent; it is also a warning."""
         self.unmapped.append(Unmapped(name, value, reason))
         self.warnings.append(f"{self.source}: {name}: not imported: {reason}")
+
+
+@dataclass(frozen=True)
+class Converted:
+    """A source name an importer converts in code rather than through a table: the ftc keys it sets, and how
+    (listed beside the function that does it, for `ftc docs --source`)."""
+
+    keys: tuple[str, ...]
+    note: str
+    values: dict[Any, Any] | None = None  # the tool's value -> the first key's value, where they differ
+
+
+@cache
+def ftc_defaults(task: str) -> dict[str, Any]:
+    """Every spec key's default for `task` (dotted key -> value), from the schema."""
+    return {param.key: default_value(param, task) for param in iter_params()}
 
 
 class ImportFailed(FtcError):

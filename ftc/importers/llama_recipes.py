@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ftc.errors import Location
-from ftc.importers.base import Imported, ImportFailed, ImportRefused, Key, read_yaml_source
+from ftc.importers.base import Converted, ImportFailed, ImportRefused, Imported, Key, read_yaml_source
 
 TOOL = "llama-recipes"
 DEFAULT = "llama-recipes default"
@@ -108,6 +108,15 @@ NO_EQUIVALENT = {
     "inference_mode": "ftc trains the adapter",
     "task_type": "ftc's causal_lm uses CAUSAL_LM",
     "max_train_step": "0 trains every step, as ftc does by default",
+}
+# Names converted in code rather than through a table above (the functions below), for `ftc docs --source`.
+CONVERTED: dict[str, Converted] = {
+    "quantization": Converted(("precision.quantization",), "4bit or 8bit: QLoRA"),
+    "peft_method": Converted(("lora.peft_method",), "lora or llama_adapter; prefix is refused"),
+    "max_train_step": Converted(("training.max_steps",), "0 (every step) is ftc's default and is not written"),
+    "wandb_config.*": Converted(
+        ("tracking.wandb_config.*",), "project, entity, job_type, tags, group, notes, mode"
+    ),
 }
 TORCHRUN_BARE = {"--standalone", "--no_python", "--no-python", "--run_path", "--run-path", "-m", "--module"}
 SCRIPT = re.compile(r"(^|/)finetuning(\.py)?$|^llama_(recipes|cookbook)\.finetuning$")

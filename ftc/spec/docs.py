@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from ftc.spec.fields import DOC_GROUPS, TASKS, meta_of
-from ftc.spec.model import SCALAR_SHORTHANDS, SECTION_ALIASES, spec_model
+from ftc.spec.model import IMPLIED_SWITCHES, SCALAR_SHORTHANDS, SECTION_ALIASES, spec_model
 
 if TYPE_CHECKING:
     from ftc.spec.rules import Rule
@@ -308,8 +308,17 @@ def reference_description(p: DocParam) -> str:
         parts.append(f"Values per task: {listed}.")
     if meta.get("aml_optional") is False and not p.field.is_required():
         parts.append("A required input of the Azure ML component.")
-    parts.append(_aliases_note(p))
+    parts += [_aliases_note(p), _implied_note(p)]
     return " ".join(x for x in parts if x)
+
+
+def _implied_note(p: DocParam) -> str:
+    """How a spec turns the switch `p` on without naming it (IMPLIED_SWITCHES), as another tool's files do."""
+    for section, switch, trigger in IMPLIED_SWITCHES:
+        if p.path == (section, switch):
+            given = f"gives {' or '.join(trigger)}" if trigger else "sets anything"
+            return f"Turned on when the `{section}` section {given} and does not set {switch} itself."
+    return ""
 
 
 def _enum_cell(values: list[Any] | None) -> str:

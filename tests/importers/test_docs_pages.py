@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 import ftc.backends.registry  # noqa: F401  (the schema has the targets' sections)
 from ftc.cli.app import app
-from ftc.importers import anyscale, axolotl, llama_recipes
-from ftc.importers.docs import CONVERTED, PAGES, default_rows, ftc_defaults, name_rows, render_source_docs
+from ftc.importers import anyscale, axolotl, azureml, llama_recipes
+from ftc.importers.base import ftc_defaults
+from ftc.importers.docs import PAGES, default_rows, name_rows, render_source_docs
 from ftc.spec.docs import default_value, iter_params
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +38,7 @@ def test_committed_page_is_the_commands_output(source: str) -> None:
 def test_unknown_source_is_refused() -> None:
     result = runner.invoke(app, ["docs", "--source", "torchtune"])
     assert result.exit_code == 2
-    assert "unknown source 'torchtune'; sources: anyscale, llama-recipes, axolotl" in result.output
+    assert "unknown source 'torchtune'; sources: anyscale, llama-recipes, axolotl, azureml" in result.output
 
 
 def test_every_name_each_importer_reads_is_on_its_page() -> None:
@@ -47,6 +48,8 @@ def test_every_name_each_importer_reads_is_on_its_page() -> None:
         "llama-recipes": {*llama_recipes.TRAIN, *llama_recipes.NO_EQUIVALENT, "quantization", "peft_method"},
         "axolotl": {*axolotl.DIRECT, *axolotl.LORA_DIRECT, *axolotl.NO_EQUIVALENT, *axolotl.HANDLERS,
                     *axolotl.HANDLED_ELSEWHERE, "adapter"},
+        "azureml": {*azureml.COMPONENT_DEFAULTS, *azureml.RENAMED, *azureml.NO_EQUIVALENT,
+                    *azureml.INPUTS_WITHOUT_DEFAULT, "doc_stride", "n_best_size"},
     }
     for source, names in expected.items():
         assert names <= _names(source), f"{source}: {sorted(names - _names(source))} missing from its page"
@@ -59,7 +62,8 @@ def test_every_ftc_key_on_a_page_is_a_spec_key(source: str) -> None:
     assert shown, source
     unknown = {key for key in shown if key not in spec_keys and not key.endswith(".*")}
     assert not unknown, f"{source}: not keys of the spec: {sorted(unknown)}"
-    assert all(name in _names(source) for name in CONVERTED[source])
+    module = {"anyscale": anyscale, "llama-recipes": llama_recipes, "axolotl": axolotl, "azureml": azureml}[source]
+    assert all(name in _names(source) for name in getattr(module, "CONVERTED", {}))
 
 
 def test_defaults_are_the_schemas_and_only_those_that_differ() -> None:
@@ -68,7 +72,7 @@ def test_defaults_are_the_schemas_and_only_those_that_differ() -> None:
     schema = {param.key: default_value(param, "causal_lm") for param in iter_params()}
     assert rows["sequence_len"][1:] == ("`512`", f"`{schema['data.max_seq_length']}` (`data.max_seq_length`)")
     assert schema["data.max_seq_length"] != 512
-    assert ftc_defaults() == schema
+    assert ftc_defaults("causal_lm") == schema
     anyscale_rows = {row[0].strip("`") for row in default_rows("anyscale")}
     assert "padding" not in anyscale_rows  # longest is pad_to_max_length false, as ftc's default
     assert "lora_config.lora_dropout" not in anyscale_rows  # 0.05 both
@@ -76,6 +80,9 @@ def test_defaults_are_the_schemas_and_only_those_that_differ() -> None:
     llama_rows = {row[0].strip("`") for row in default_rows("llama-recipes")}
     assert {"gradient_clipping", "num_workers_dataloader"} <= llama_rows
     assert "context_length" not in llama_rows  # 4096 both
+    azureml_rows = {row[0].strip("`") for row in default_rows("azureml")}
+    assert {"learning_rate", "logging_steps", "lora_alpha", "precision"} <= azureml_rows
+    assert "eval_accumulation_steps" not in azureml_rows  # the component's -1 is "None", as ftc's causal_lm default
 
 
 def test_pages_need_no_training_packages() -> None:

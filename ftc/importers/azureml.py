@@ -1,7 +1,7 @@
 """Azure ML pipeline job YAML calling the finetune pipeline or command components, as an ftc spec.
 
-The components' input names are ftc's names (or their aliases, ftc/spec/sections.py); their defaults are the
-component docs' tables (/work/shared/seeds/001, 002; /work/shared/reference/params-inventory.md).
+The components' input names are ftc's names (or their aliases, ftc/spec/sections.py); their defaults are those of
+the published pipeline components (COMPONENT_DEFAULTS), written out where ftc's default for the task differs.
 """
 
 from __future__ import annotations

@@ -191,10 +191,12 @@ def checkpoint_step(checkpoint: Path) -> int:
 
 
 def _given_checkpoint(cfg: RunConfig, world_size: int) -> Path:
-    """The checkpoint folder named by resume_from_checkpoint; RuntimeUserError when it cannot be resumed."""
-    path = cfg.path("checkpointing", "resume_from_checkpoint")
+    """The checkpoint folder named by resume_from_checkpoint (a remote one downloaded once per node into the
+    cache); RuntimeUserError when it cannot be resumed."""
+    uri = cfg.uri("checkpointing", "resume_from_checkpoint")
+    path = _remote_checkpoint(uri) if uri else cfg.path("checkpointing", "resume_from_checkpoint")
     assert path is not None
-    where = f"checkpointing.resume_from_checkpoint {path}"
+    where = f"checkpointing.resume_from_checkpoint {uri or path}"
     if not path.is_dir():
         raise RuntimeUserError(
             f"{where}: no such folder; give true (the newest checkpoint in output_dir) or a checkpoint-<step> folder"
@@ -207,6 +209,16 @@ def _given_checkpoint(cfg: RunConfig, world_size: int) -> Path:
     if problem is not None:
         raise RuntimeUserError(f"{where}: cannot resume from it: {problem}")
     return path
+
+
+def _remote_checkpoint(uri: str) -> Path:
+    """A local copy of the remote checkpoint `uri` (storage.cached_copy). One ftc uploaded is complete only with
+    its marker; without one, its files are checked as a local checkpoint's are."""
+    what = "checkpointing.resume_from_checkpoint"
+    local = storage.cached_copy(uri, what)
+    if not (local / storage.COMPLETE_MARKER).is_file():
+        log.warning("%s %s has no %s (ftc marks each checkpoint it uploads whole): checking its files", what, uri, storage.COMPLETE_MARKER)
+    return local
 
 
 def chosen_checkpoint(cfg: RunConfig, folder: Path, world_size: int = 1) -> Path | None:

@@ -450,7 +450,8 @@ class CheckpointingSection(Section):
         False,
         "If true, resumes the training from last saved checkpoint. Along with loading the saved weights, saved "
         "optimizer, scheduler and random states will be loaded if exist. A checkpoint folder (checkpoint-<step>) "
-        "instead of true resumes from that checkpoint. A checkpoint trained with other values (learning rate, "
+        "instead of true resumes from that checkpoint; a remote one (s3://, gs://, abfs://, ...) is downloaded first, "
+        "once per node. A checkpoint trained with other values (learning rate, "
         "max_steps, data, ...) is refused unless resume_ignore_config_change is true.",
         group=TRAIN,
     )

@@ -114,6 +114,17 @@ def test_a_run_reads_its_model_from_s3_writes_checkpoints_there_and_resumes_from
         assert fs.exists(f"ftc-runs/tc/{name}"), name
     _assert_no_credentials(s3_server, config, err, fs.cat("ftc-runs/tc/ftc_runtime.log").decode())
 
+    # a remote checkpoint named by its URI: downloaded once into the node's cache, resumed, curve kept
+    _use(s3_server, monkeypatch, tmp_path / "node3")
+    given = ("--output_dir", str(project / "from_uri"), "--resume_from_checkpoint")
+    code, _, err = run_inprocess(config, *COMMON, *given, f"s3://{remote}/checkpoint-9")
+    assert code == 1 and f"checkpointing.resume_from_checkpoint s3://{remote}/checkpoint-9: cannot resume from it" in err
+    code, _, err = run_inprocess(config, *COMMON, *given, f"s3://{remote}/checkpoint-4")
+    assert code == 0, err
+    assert f"checkpointing.resume_from_checkpoint s3://{remote}/checkpoint-4 downloaded" in err and "resuming from" in err
+    resumed = project / "from_uri" / "pytorch_model_folder" / "checkpoint-12" / "trainer_state.json"
+    assert _eval_losses(resumed) == pytest.approx(_eval_losses(local), abs=1e-6)
+
 
 def test_checkpoints_rotated_out_locally_are_deleted_from_the_store(
     s3_server: Service, monkeypatch, tmp_path: Path, compile_config, run_inprocess

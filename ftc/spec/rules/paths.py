@@ -31,6 +31,7 @@ _PATH_KEYS: tuple[KeyPath, ...] = (
     ("lora", "from_peft_checkpoint"),
     ("deepspeed", "deepspeed"),
     ("checkpointing", "output_dir"),
+    ("checkpointing", "resume_from_checkpoint"),  # when a folder (or a URI) rather than true
     ("fsdp", "dist_checkpoint_root_folder"),
     ("tracking", "profiler_dir"),
 )

@@ -18,8 +18,10 @@ there is no working_dir: nothing is uploaded. Models (model, tokenizer_name, lor
 travel: they are read from a URI or an absolute path every node sees; a relative one is warned about (FTC413).
 Ray's dashboard refuses a request over 100 MiB (HTTP 413), and Ray packs without compression: lint adds up the
 files that would travel (symlinks followed) and errs over 100 MiB, naming the biggest, and warns from 50 MiB
-(FTC412). A relative file outside targets.ray.working_dir cannot travel (FTC414). `.gitignore` and `.rayignore`
-files inside the working dir still leave out what they name, as Ray does for every job.
+(FTC412). A relative file outside targets.ray.working_dir cannot travel (FTC414). A `.gitignore` is not applied
+(data folders are often git-ignored): `ftc submit` packs with RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1, and job.yaml's
+SDK command sets it too. A `.rayignore` still leaves out what it names, as Ray does for every job: lint warns of
+one in the working dir or on the way to a file the job reads (FTC415).
 - `kuberay-rayjob.yaml`: a KubeRay `RayJob` (apiVersion ray.io/v1) that creates a cluster of
   resources.nodes worker pods, runs the same entrypoint and runtime_env, and deletes the cluster
   afterwards.
@@ -89,6 +91,7 @@ every node sees, a URI (or --output_dir at submit). Ray Train's checkpoints go t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -904,6 +907,31 @@ def _read_outside_working_dir(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
             )
 
 
+RAYIGNORE = ".rayignore"
+IGNORE_GITIGNORE = "RAY_RUNTIME_ENV_IGNORE_GITIGNORE"
+
+
+@RULES.rule("FTC415", "warning", ".rayignore where the job's files travel")
+def _rayignore_on_the_way(plan: Plan) -> Iterator[tuple[KeyPath, str]]:
+    """Ray leaves out what a .rayignore lists, in the working dir or a folder below it, on top of the job's excludes:
+    one on the way to a file the job reads may drop it, and the job fails on the cluster without it. (A .gitignore
+    is not applied: `ftc submit` turns that off, as RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1 does for the Ray SDK.)"""
+    wd = local_working_dir(plan)
+    if wd is None:
+        return
+    root = Path(spec_dir(plan), wd)
+    for upload in uploads(plan):
+        if upload.path is None:
+            continue
+        folders = [root, *(root / parent for parent in reversed(Path(upload.path).parents[:-1]))]
+        found = [folder / RAYIGNORE for folder in folders if (folder / RAYIGNORE).is_file()]
+        if found:
+            yield upload.key, (
+                f"{', '.join(map(str, found))} may leave out {upload.value!r}: Ray applies .rayignore on top of the "
+                "job's excludes, and the job cannot read a file that did not travel; make sure it does not list it"
+            )
+
+
 # --------------------------------------------------------------------------- submit
 
 
@@ -1002,7 +1030,8 @@ def submit_job(
     version = probe(url)
     try:
         client = JobSubmissionClient(url)
-        job_id = client.submit_job(**kwargs)
+        with _gitignore_not_applied():
+            job_id = client.submit_job(**kwargs)
     except Exception as exc:  # the SDK raises RuntimeError, ConnectionError, ValueError... with Ray's message
         raise SubmitError(f"the Ray cluster at {url} refused the job: {exc}") from None
     submitted = Submitted(RayBackend.name, job_id=job_id, job_kind="Ray job", where=url)
@@ -1017,6 +1046,22 @@ def submit_job(
         return dataclasses.replace(submitted, state=status)
     message = getattr(client.get_job_info(job_id), "message", None)  # why it FAILED or was STOPPED
     return dataclasses.replace(submitted, state=status, message=str(message) if message else None, exit_code=1)
+
+
+@contextlib.contextmanager
+def _gitignore_not_applied() -> Iterator[None]:
+    """Ray's SDK leaves out of the uploaded working_dir what a .gitignore lists, on top of the job's excludes. Those
+    already keep only the files the job reads, which a .gitignore often lists (`data/`): Ray's own switch,
+    RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1, turns it off while the job is packed."""
+    before = os.environ.get(IGNORE_GITIGNORE)
+    os.environ[IGNORE_GITIGNORE] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[IGNORE_GITIGNORE]
+        else:
+            os.environ[IGNORE_GITIGNORE] = before
 
 
 def _follow(client: Any, job_id: str, on_output: Say, on_status: Say) -> None:

@@ -1056,7 +1056,8 @@ def test_job_yaml_submits_by_hand_with_the_ray_sdk(ray_cluster: RayCluster, tmp_
     value = "plain value"
     spec, python, record = hostile_project(tmp_path, value)
     (folder,) = compile_spec(spec, ["ray"], spec.parent / "build")
-    (line,) = [line for line in (folder / "job.yaml").read_text().splitlines() if line.startswith("#   python3 -c ")]
+    prefix = "#   RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1 python3 -c "
+    (line,) = [line for line in (folder / "job.yaml").read_text().splitlines() if line.startswith(prefix)]
     command = line.removeprefix("#   ").replace("python3", shlex.quote(PYTHON), 1).replace("http://HEAD:8265", ray_cluster.dashboard)
     submitted = ray_cluster.run(["/bin/sh", "-c", command], cwd=folder, timeout=120)
     assert submitted.returncode == 0, submitted.stderr

@@ -58,13 +58,14 @@ def compiled(spec: Path) -> tuple[Path, dict[str, Any]]:
     return folder, yaml.safe_load((folder / "job.yaml").read_text())["submit_job"]["runtime_env"]
 
 
-def packed(folder: Path, env: dict[str, Any]) -> list[str]:
+def packed(folder: Path, env: dict[str, Any], include_gitignore: bool = True) -> list[str]:
     """The files Ray's own packaging puts in the job's working_dir zip, with job.yaml's runtime_env."""
     from ray._private.runtime_env.packaging import create_package
 
     with tempfile.TemporaryDirectory() as temp:
         zip_path = Path(temp) / "package.zip"
-        create_package(str((folder / env["working_dir"]).resolve()), zip_path, excludes=env["excludes"], include_gitignore=True)
+        root = str((folder / env["working_dir"]).resolve())
+        create_package(root, zip_path, excludes=env["excludes"], include_gitignore=include_gitignore)
         return sorted(zipfile.ZipFile(zip_path).namelist())
 
 
@@ -78,6 +79,22 @@ def test_only_the_named_data_files_travel(tmp_path: Path) -> None:
     assert packed(folder, env) == ["data/train.jsonl", "data/validation.jsonl"]
     assert ray_findings(tmp_path / "spec.yaml") == []  # 600 MiB in the folder, a few bytes uploaded
     assert "all but the 2 data or" in (folder / "job.yaml").read_text()
+
+
+def test_a_rayignore_on_the_way_to_a_data_file_is_reported(tmp_path: Path) -> None:
+    """Ray applies .rayignore on top of the excludes (the data file would not travel); .gitignore is not applied
+    when ftc submits (RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1), so a gitignored data folder is no finding."""
+    spec = project(tmp_path)
+    (tmp_path / ".gitignore").write_text("data/\n")
+    folder, env = compiled(spec)
+    assert packed(folder, env) == []  # what the SDK would upload without Ray's switch
+    assert packed(folder, env, include_gitignore=False) == ["data/train.jsonl", "data/validation.jsonl"]
+    assert ray_findings(spec) == []
+    (tmp_path / "data" / ".rayignore").write_text("validation.jsonl\n")
+    assert packed(folder, env, include_gitignore=False) == ["data/train.jsonl"]
+    found = {f.key: f.message for f in ray_findings(spec) if f.rule == "FTC415"}
+    assert set(found) == {"data.train_file_path", "data.validation_file_path"}  # both lie under it
+    assert found["data.validation_file_path"].startswith(f"{tmp_path / 'data' / '.rayignore'} may leave out")
 
 
 def test_odd_file_names_travel_as_they_are(tmp_path: Path) -> None:
@@ -205,6 +222,7 @@ def test_a_job_in_a_folder_of_600_mib_uploads_its_data_only(ray_cluster: RayClus
     python.write_text(f"#!{PYTHON}\n{_LIST_FILES}")
     python.chmod(0o755)
     spec = project(tmp_path / "project")
+    (tmp_path / "project" / ".gitignore").write_text("data/\n*.jsonl\n")  # as many projects have: not applied
     spec.write_text(
         spec.read_text()
         + f"env: {{vars: {{FTC_FAKE_OUT: {json.dumps(str(record))}}}, secrets: [{SECRET_NAME}]}}\n"

@@ -22,7 +22,8 @@ started lives there), SIGTERM first and SIGKILL after a grace period, then delet
 and the temp folder. It never runs `ray stop`, which ends every Ray process of the machine.
 
 `ray_cluster` (one node) and `two_node_ray_cluster` (a head and a worker node, one CPU and one declared
-GPU each) are the session-scoped pytest fixtures (import them into a test module). They skip, with
+GPU each) are module-scoped pytest fixtures (import them into a test module): a cluster lives while its
+module runs, so idle Ray daemons take no CPU from the tests after it. They skip, with
 the reason, when the ray package is not installed, or when no network namespace can be made (the
 tests must not start Ray outside one).
 """
@@ -287,12 +288,12 @@ def _started(**options: Any) -> Iterator[RayCluster]:
         cluster.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[RayCluster]:
     yield from _started()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def two_node_ray_cluster() -> Iterator[RayCluster]:
     """A head and one worker node, one CPU and one declared GPU each: a job of two one-CPU workers needs both."""
     yield from _started(worker_nodes=1)

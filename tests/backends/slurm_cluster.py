@@ -14,8 +14,8 @@ gres.conf with `AutoDetect=off` names `dev/nvidia0`, `dev/nvidia1` in the cluste
 /dev/null: SLURM checks for a character device), so SLURM schedules and allocates GPUs
 (SLURM_GPUS_ON_NODE, CUDA_VISIBLE_DEVICES) on a machine that has none. Nothing opens those files.
 
-`slurm_cluster` (one node) and `slurm_two_nodes` are the session-scoped pytest fixtures (import them
-into a test module); they skip with the reason when the Debian packages are not installed
+`slurm_cluster` (one node) and `slurm_two_nodes` are module-scoped pytest fixtures (import them into a
+test module: a cluster lives while its module runs); they skip with the reason when the Debian packages are not installed
 (`.ci/slurm-setup.sh` installs them). The packages: slurmctld slurmd slurm-client munge (SLURM 22.05
 on Debian 12).
 """
@@ -339,9 +339,9 @@ def running_cluster(cpus: int = 2, memory_mb: int = 8000, nodes: int = 1) -> Ite
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def slurm_cluster() -> Iterator[SlurmCluster]:
-    """The one-node cluster for this test session; SLURM_CONF points at it while it runs."""
+    """The one-node cluster for this test module; SLURM_CONF points at it while it runs."""
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
@@ -357,9 +357,9 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
                 os.environ["SLURM_CONF"] = previous
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def slurm_two_nodes() -> Iterator[SlurmCluster]:
-    """The two-node cluster (n1, n2) for this test session. SLURM_CONF is left alone: use `cluster.env`
+    """The two-node cluster (n1, n2) for this test module. SLURM_CONF is left alone: use `cluster.env`
     (`cluster.run` does), so the one-node cluster's tests keep theirs."""
     reason = skip_reason()
     if reason:

@@ -37,7 +37,7 @@ from ftc.contract import RAY_JOB_ENV as JOB_ENV
 from ftc.errors import SpecError, SubmitError
 from ftc.runtime import ray_entry
 from ftc.spec import env_values
-from tests.backends.ray_cluster import NUM_GPUS, SECRET_NAME, SECRET_VALUE, RayCluster, ray_cluster  # noqa: F401  (the session fixture)
+from tests.backends.ray_cluster import NUM_GPUS, SECRET_NAME, SECRET_VALUE, RayCluster, ray_cluster  # noqa: F401  (the cluster fixture)
 from tests.conftest import MINIMAL
 
 REPO = Path(__file__).resolve().parents[2]

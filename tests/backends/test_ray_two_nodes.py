@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from tests.backends.ray_cluster import SECRET_NAME, RayCluster, two_node_ray_cluster  # noqa: F401  (the session fixture)
+from tests.backends.ray_cluster import SECRET_NAME, RayCluster, two_node_ray_cluster  # noqa: F401  (the cluster fixture)
 from tests.runtime.multiproc import compile_and_run, losses
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

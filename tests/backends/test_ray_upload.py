@@ -21,7 +21,7 @@ from ftc.backends.ray import UPLOAD_LIMIT, RayBackend, upload_only
 from ftc.compiler.build import build_plan, compile_spec, load_resolved
 from ftc.contract import RAY_JOB_ENV
 from ftc.spec.rules import Finding
-from tests.backends.ray_cluster import SECRET_NAME, RayCluster, ray_cluster  # noqa: F401  (the session fixture)
+from tests.backends.ray_cluster import SECRET_NAME, RayCluster, ray_cluster  # noqa: F401  (the cluster fixture)
 
 MIB = 1024**2
 PYTHON = sys.executable

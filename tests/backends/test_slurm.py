@@ -22,7 +22,7 @@ from ftc.backends.slurm import SlurmBackend, sbatch_word, stage_build, time_seco
 from ftc.compiler.build import compile_spec
 from ftc.spec import env_values
 from ftc.errors import SpecError, SubmitError
-from tests.backends.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (the session fixture)
+from tests.backends.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (the cluster fixture)
 from tests.conftest import MINIMAL
 
 REPO = Path(__file__).resolve().parents[2]

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from ftc.compiler.build import compile_spec
-from tests.backends.slurm_cluster import FINAL_STATES, SlurmCluster, slurm_two_nodes  # noqa: F401  (the session fixture)
+from tests.backends.slurm_cluster import FINAL_STATES, SlurmCluster, slurm_two_nodes  # noqa: F401  (the cluster fixture)
 from tests.conftest import MINIMAL
 
 VENV = Path(sys.prefix)

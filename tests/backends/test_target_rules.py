@@ -71,6 +71,7 @@ CASES: dict[str, tuple[str, str]] = {
     "FTC412": ("data: {train_file_path: big.jsonl}\n", "data: {train_file_path: data/train.jsonl}\n"),
     "FTC413": ("", "model: /models/tiny\n"),
     "FTC414": ("targets: {ray: {working_dir: models}}\n", "targets: {ray: {working_dir: .}}\n"),
+    "FTC415": ("data: {train_file_path: rayignored/train.jsonl}\n", "data: {train_file_path: data/train.jsonl}\n"),
     "FTC501": ("targets: {azureml: {component_name: Lora-Finetune}}\n", "targets: {azureml: {component_name: lora_finetune}}\n"),
     "FTC510": (
         "lora: {apply_lora: true, merge_lora_weights: false}\ntargets: {azureml: {feeds_model_evaluation: true}}\n",
@@ -131,6 +132,8 @@ def deepspeed_files(tmp_path: Path) -> None:
     (tmp_path / "zero3_gather.json").write_text(json.dumps(gathered))
     with (tmp_path / "big.jsonl").open("wb") as big:  # sparse: over Ray's upload limit (FTC412) at no cost
         big.truncate(101 * 1024**2)
+    (tmp_path / "rayignored").mkdir()
+    (tmp_path / "rayignored" / ".rayignore").write_text("*.bin\n")  # Ray applies it on top of the excludes (FTC415)
 
 
 @pytest.mark.usefixtures("deepspeed_files")

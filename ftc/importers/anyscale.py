@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ftc.importers.base import Converted, ImportFailed, ImportRefused, Imported, Key, read_yaml_source
+from ftc.importers.base import Converted, ImportFailed, ImportRefused, Imported, Key, read_yaml_source, typed_value
 from ftc.spec.loader import SourceDoc
 
 TOOL = "Anyscale LLMForge"
@@ -121,7 +121,7 @@ def _convert_key(doc: SourceDoc, out: Imported, name: str, value: Any, origin: s
     origin = origin or name
     if name in DIRECT:
         key, kind = DIRECT[name]
-        out.set(key, _typed(doc, (name,), value, kind), origin)
+        out.set(key, typed_value(doc, (name,), value, kind), origin)
     elif name == "lr_scheduler_type":
         _choice(doc, (name,), value, SCHEDULERS)
         out.set(("optimizer", "lr_scheduler_type"), value, origin)
@@ -167,14 +167,14 @@ def _padding(doc: SourceDoc, out: Imported, value: Any, origin: str) -> None:
 
 def _lora(doc: SourceDoc, out: Imported, config: Any) -> None:
     """A lora_config block turns LoRA on; its peft.LoraConfig fields map one to one."""
-    config = _typed(doc, ("lora_config",), config, dict)
+    config = typed_value(doc, ("lora_config",), config, dict)
     out.set(("lora", "apply_lora"), True, "lora_config is given")
     out.set(("lora", "merge_lora_weights"), False, "LLMForge saves the LoRA adapter, not a merged model")
     for name, value in {**LORA_DEFAULTS, **config}.items():
         origin = f"lora_config.{name}" if name in config else f"{DEFAULT} lora_config.{name}: {json.dumps(value)}"
         if name in LORA_DIRECT:
             field, kind = LORA_DIRECT[name]
-            out.set(("lora", field), _typed(doc, ("lora_config", name), value, kind), origin)
+            out.set(("lora", field), typed_value(doc, ("lora_config", name), value, kind), origin)
         elif not (name == "task_type" and value == "CAUSAL_LM"):  # CAUSAL_LM is what task causal_lm uses
             out.skip(f"lora_config.{name}", value, "ftc sets no other peft.LoraConfig field")
 
@@ -182,7 +182,7 @@ def _lora(doc: SourceDoc, out: Imported, config: Any) -> None:
 def _devices(doc: SourceDoc, out: Imported) -> None:
     """num_devices Ray Train workers of one GPU of the worker_resources accelerator, as ftc resources: nodes of
     an `anyscale/accelerator_shape:NxTYPE` N GPUs each, else one worker a node (Ray may pack several on one)."""
-    devices = _typed(doc, ("num_devices",), doc.data.get("num_devices", 1), int)
+    devices = typed_value(doc, ("num_devices",), doc.data.get("num_devices", 1), int)
     resources = doc.data.get("worker_resources") or {}
     per_node, accelerator = 0, None
     for name in resources:
@@ -204,14 +204,14 @@ def _devices(doc: SourceDoc, out: Imported) -> None:
 
 def _deepspeed(doc: SourceDoc, out: Imported, section: Any) -> None:
     """deepspeed.config_path: the JSON it names, as ftc's DeepSpeed settings (ZeRO stage, offload, precision)."""
-    section = _typed(doc, ("deepspeed",), section, dict)
+    section = typed_value(doc, ("deepspeed",), section, dict)
     for name, value in section.items():
         if name != "config_path":
             out.skip(f"deepspeed.{name}", value, "no ftc equivalent")
     if "config_path" not in section:
         return
     where = ("deepspeed", "config_path")
-    file = _config_file(doc, _typed(doc, where, section["config_path"], str))
+    file = _config_file(doc, typed_value(doc, where, section["config_path"], str))
     try:
         config = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -272,18 +272,6 @@ def _part(config: dict[str, Any], name: str) -> dict[str, Any]:
     """The sub-object `name` of a DeepSpeed config; empty when absent or not an object."""
     part = config.get(name)
     return part if isinstance(part, dict) else {}
-
-
-def _typed(doc: SourceDoc, where: Key, value: Any, kind: type) -> Any:
-    """`value` as LLMForge's pydantic config reads it (numbers written as text included), or ImportFailed."""
-    if kind is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    elif isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    raise ImportFailed(doc.locate(where), ".".join(where), f"{value!r} is not a {kind.__name__}")
 
 
 def _choice(doc: SourceDoc, where: Key, value: Any, accepted: tuple[str, ...]) -> None:

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ftc.importers.base import Converted, ImportFailed, ImportRefused, Imported, Key, read_yaml_source
+from ftc.importers.base import Converted, ImportFailed, ImportRefused, Imported, Key, read_yaml_source, typed_value
 from ftc.spec.loader import SourceDoc
 
 TOOL = "Axolotl"
@@ -151,7 +151,7 @@ def _convert_key(doc: SourceDoc, data: dict[str, Any], out: Imported, name: str,
     origin = origin or name
     if name in DIRECT:
         key, kind = DIRECT[name]
-        out.set(key, _typed(doc, (name,), value, kind), origin)
+        out.set(key, typed_value(doc, (name,), value, kind), origin)
     elif name in LORA_DIRECT or name == "adapter":
         if "adapter" not in data:
             out.skip(name, value, "no adapter is set: Axolotl trains the full model and ignores it")
@@ -206,16 +206,16 @@ def _lora_key(doc: SourceDoc, out: Imported, name: str, value: Any, origin: str)
     field, kind = LORA_DIRECT[name]
     if kind is list and isinstance(value, str):
         value = [value]
-    out.set(("lora", field), _typed(doc, (name,), value, kind), origin)
+    out.set(("lora", field), typed_value(doc, (name,), value, kind), origin)
 
 
 def _datasets(doc: SourceDoc, data: dict[str, Any], out: Imported, value: Any, origin: str) -> None:
     """The first dataset's path is the training data; its prompt format and any other dataset are not imported."""
-    datasets = _typed(doc, ("datasets",), value, list)
+    datasets = typed_value(doc, ("datasets",), value, list)
     if not datasets or not isinstance(datasets[0], dict) or "path" not in datasets[0]:
         raise ImportFailed(doc.locate(("datasets",)), "datasets", "needs a first entry with a path")
     first = datasets[0]
-    path = _typed(doc, ("datasets", "0", "path"), first["path"], str)
+    path = typed_value(doc, ("datasets", "0", "path"), first["path"], str)
     out.set(("data", "train_file_path"), path, "datasets[0].path")
     if "://" not in path and not (doc.base_dir / path).exists():
         out.warnings.append(
@@ -230,13 +230,13 @@ def _datasets(doc: SourceDoc, data: dict[str, Any], out: Imported, value: Any, o
 
 
 def _sample_packing(doc: SourceDoc, data: dict[str, Any], out: Imported, value: Any, origin: str) -> None:
-    packing = _typed(doc, ("sample_packing",), value, bool)
+    packing = typed_value(doc, ("sample_packing",), value, bool)
     out.set(("data", "batching_strategy"), "packing" if packing else "padding", origin)
 
 
 def _num_epochs(doc: SourceDoc, data: dict[str, Any], out: Imported, value: Any, origin: str) -> None:
     """Axolotl reads num_epochs as a float; ftc trains whole epochs."""
-    epochs = _typed(doc, ("num_epochs",), value, float)
+    epochs = typed_value(doc, ("num_epochs",), value, float)
     if not epochs.is_integer():
         raise ImportFailed(doc.locate(("num_epochs",)), "num_epochs", f"{value!r}: ftc trains whole epochs")
     out.set(("training", "num_train_epochs"), int(epochs), origin)
@@ -280,7 +280,7 @@ def _attention(doc: SourceDoc, data: dict[str, Any], out: Imported, value: Any, 
 
 def _flash_attention(doc: SourceDoc, data: dict[str, Any], out: Imported, value: Any, origin: str) -> None:
     if "attn_implementation" not in data:
-        out.set(("precision", "use_fast_kernels"), _typed(doc, (origin,), value, bool), origin)
+        out.set(("precision", "use_fast_kernels"), typed_value(doc, (origin,), value, bool), origin)
 
 
 def _gradient_checkpointing(doc: SourceDoc, data: dict[str, Any], out: Imported, value: Any, origin: str) -> None:
@@ -288,14 +288,14 @@ def _gradient_checkpointing(doc: SourceDoc, data: dict[str, Any], out: Imported,
     if value in ("offload", "offload_disk"):
         out.warnings.append(f"{doc.file}: gradient_checkpointing {value}: ftc checkpoints without offloading")
         value = True
-    out.set(("precision", "gradient_checkpointing"), _typed(doc, (origin,), value, bool), origin)
+    out.set(("precision", "gradient_checkpointing"), typed_value(doc, (origin,), value, bool), origin)
 
 
 def _torch_compile(doc: SourceDoc, data: dict[str, Any], out: Imported, value: Any, origin: str) -> None:
     if value == "auto":
         out.skip(origin, value, "ftc compiles only when precision.torch_compile is true")
     else:
-        out.set(("precision", "torch_compile"), _typed(doc, (origin,), value, bool), origin)
+        out.set(("precision", "torch_compile"), typed_value(doc, (origin,), value, bool), origin)
 
 
 def _deepspeed(doc: SourceDoc, data: dict[str, Any], out: Imported, value: Any, origin: str) -> None:
@@ -304,19 +304,19 @@ def _deepspeed(doc: SourceDoc, data: dict[str, Any], out: Imported, value: Any, 
         out.skip(origin, value, "ftc reads a DeepSpeed JSON file; save the config to a file and name it")
         return
     out.set(("deepspeed", "apply_deepspeed"), True, f"{origin} is given")
-    out.set(("deepspeed", "deepspeed"), _typed(doc, (origin,), value, str), origin)
+    out.set(("deepspeed", "deepspeed"), typed_value(doc, (origin,), value, str), origin)
 
 
 def _fsdp_config(doc: SourceDoc, data: dict[str, Any], out: Imported, value: Any, origin: str) -> None:
     """fsdp_config turns FSDP on; its offload, resharding, state dict and checkpointing keys map one to one."""
-    config = _typed(doc, (origin,), value, dict)
+    config = typed_value(doc, (origin,), value, dict)
     out.set(("fsdp", "enable_fsdp"), True, f"{origin} is given")
     for name, item in config.items():
         key, mapped = FSDP_KEYS.get(name.removeprefix("fsdp_"), (None, None))
         if key is None or mapped is None:
             out.skip(f"{origin}.{name}", item, "no ftc equivalent")
         else:
-            value = _typed(doc, (origin, name), item, bool) if mapped is bool else mapped(item)
+            value = typed_value(doc, (origin, name), item, bool) if mapped is bool else mapped(item)
             out.set(("fsdp", key), value, f"{origin}.{name}")
 
 
@@ -334,7 +334,7 @@ FSDP_KEYS: dict[str, tuple[str, Any]] = {
 
 def _fsdp_list(doc: SourceDoc, data: dict[str, Any], out: Imported, value: Any, origin: str) -> None:
     """The deprecated `fsdp: [full_shard, auto_wrap]` list: full_shard or shard_grad_op turns FSDP on."""
-    options = _typed(doc, (origin,), value, list)
+    options = typed_value(doc, (origin,), value, list)
     strategies = {"full_shard": "FULL_SHARD", "shard_grad_op": "SHARD_GRAD_OP", "no_shard": "NO_SHARD"}
     chosen = [strategies[item] for item in options if item in strategies]
     if not chosen:
@@ -352,12 +352,12 @@ def _fsdp_list(doc: SourceDoc, data: dict[str, Any], out: Imported, value: Any, 
 
 def _early_stopping(doc: SourceDoc, data: dict[str, Any], out: Imported, value: Any, origin: str) -> None:
     out.set(("early_stopping", "apply_early_stopping"), True, f"{origin} is given")
-    out.set(("early_stopping", "early_stopping_patience"), _typed(doc, (origin,), value, int), origin)
+    out.set(("early_stopping", "early_stopping_patience"), typed_value(doc, (origin,), value, int), origin)
 
 
 def _logging_steps(doc: SourceDoc, data: dict[str, Any], out: Imported, value: Any, origin: str) -> None:
     out.set(("tracking", "logging_strategy"), "steps", f"{origin} is given")
-    out.set(("tracking", "logging_steps"), _typed(doc, (origin,), value, int), origin)
+    out.set(("tracking", "logging_steps"), typed_value(doc, (origin,), value, int), origin)
 
 
 def _wandb(doc: SourceDoc, data: dict[str, Any], out: Imported, value: Any, origin: str) -> None:
@@ -368,7 +368,7 @@ def _wandb(doc: SourceDoc, data: dict[str, Any], out: Imported, value: Any, orig
     elif "wandb_project" in data:
         if origin == "wandb_project":
             out.set(("tracking", "use_wandb"), True, "wandb_project is given")
-        out.set(("tracking", "wandb_config", fields[origin]), _typed(doc, (origin,), value, str), origin)
+        out.set(("tracking", "wandb_config", fields[origin]), typed_value(doc, (origin,), value, str), origin)
     else:
         out.skip(origin, value, "Axolotl logs to W&B only when wandb_project is given")
 
@@ -414,7 +414,7 @@ def _defaults(doc: SourceDoc, data: dict[str, Any], out: Imported) -> None:
 def _evaluation(doc: SourceDoc, data: dict[str, Any], out: Imported) -> None:
     """val_set_size splits the training data; 0 (Axolotl's default) or eval_strategy no evaluates nothing;
     evals_per_epoch N evaluates every 1/N of an epoch and an integer eval_steps every that many steps."""
-    ratio = _typed(doc, ("val_set_size",), data.get("val_set_size", 0.0), float)
+    ratio = typed_value(doc, ("val_set_size",), data.get("val_set_size", 0.0), float)
     origin = "val_set_size" if "val_set_size" in data else f"{DEFAULT} val_set_size: 0.0"
     if ratio == 0 or data.get("eval_strategy") == "no":
         out.set(("evaluation", "evaluation_strategy"), "no", origin if ratio == 0 else "eval_strategy")
@@ -423,7 +423,7 @@ def _evaluation(doc: SourceDoc, data: dict[str, Any], out: Imported) -> None:
         raise ImportFailed(doc.locate(("val_set_size",)), "val_set_size", f"{ratio}: ftc splits a fraction below 1")
     out.set(("data", "validation_split_ratio"), ratio, origin)
     if "evals_per_epoch" in data:
-        per_epoch = _typed(doc, ("evals_per_epoch",), data["evals_per_epoch"], int)
+        per_epoch = typed_value(doc, ("evals_per_epoch",), data["evals_per_epoch"], int)
         out.set(("evaluation", "evaluation_strategy"), "steps", "evals_per_epoch")
         out.set(("evaluation", "evaluation_steps_interval"), 1 / per_epoch, f"1 / evals_per_epoch {per_epoch}")
     elif isinstance(data.get("eval_steps"), int) and not isinstance(data["eval_steps"], bool):
@@ -431,18 +431,6 @@ def _evaluation(doc: SourceDoc, data: dict[str, Any], out: Imported) -> None:
         out.set(("evaluation", "eval_steps"), data["eval_steps"], "eval_steps")
     elif "eval_steps" in data:
         out.skip("eval_steps", data["eval_steps"], "a fraction of all steps; ftc evaluates each epoch")
-
-
-def _typed(doc: SourceDoc, where: Key, value: Any, kind: type) -> Any:
-    """`value` as Axolotl's pydantic config reads it (numbers written as text included), or ImportFailed."""
-    if kind is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    elif isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    raise ImportFailed(doc.locate(where), ".".join(where), f"{value!r} is not a {kind.__name__}")
 
 
 IMPORTER = AxolotlImporter()

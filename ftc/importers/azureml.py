@@ -42,8 +42,8 @@ COMPONENT_DEFAULTS: dict[str, Any] = {
     "gradient_accumulation_steps": 1, "eval_accumulation_steps": -1, "lr_scheduler_type": "linear", "precision": "32",
     "seed": 42, "enable_full_determinism": "false", "dataloader_num_workers": 0, "ignore_mismatched_sizes": "true",
     "max_grad_norm": 1.0, "evaluation_strategy": "epoch", "evaluation_steps_interval": 0.0, "eval_steps": 500,
-    "logging_strategy": "steps", "logging_steps": 10, "metric_for_best_model": "loss", "resume_from_checkpoint": "false",
-    "save_total_limit": -1, "apply_early_stopping": "false", "early_stopping_patience": 1,
+    "logging_strategy": "steps", "logging_steps": 10, "metric_for_best_model": "loss",
+    "resume_from_checkpoint": "false", "save_total_limit": -1, "apply_early_stopping": "false", "early_stopping_patience": 1,
     "early_stopping_threshold": 0.0, "apply_deepspeed": "false", "deepspeed_stage": "2", "apply_ort": "false",
 }
 # Where a task's pipeline component differs from text_generation's.

@@ -104,6 +104,18 @@ class Importer(Protocol):
         ...
 
 
+def typed_value(doc: SourceDoc, where: Key, value: Any, kind: type) -> Any:
+    """`value` as a pydantic config of the source tool reads it (numbers written as text included), or ImportFailed."""
+    if kind is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    elif isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise ImportFailed(doc.locate(where), ".".join(where), f"{value!r} is not a {kind.__name__}")
+
+
 def read_yaml_source(path: Path) -> SourceDoc:
     """A YAML mapping read as the source tools read it (yaml.safe_load: a repeated key's last value wins), with
     the position of every key, within a spec's limits on size, nesting and alias expansion."""
